@@ -1,0 +1,149 @@
+package config
+
+import (
+	"io/fs"
+	"time"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+// Config is the validated configuration, with every default applied. The
+// rest of the program sees only these plain structs.
+type Config struct {
+	Path    string // the file it was loaded from
+	Output  Output
+	Listen  string        // default ":9102"
+	Refresh time.Duration // default 1m: the interval for static values
+	// MaxStale is how long after the last successful sync a secret counts as
+	// stale; 0 means 3× its refresh interval.
+	MaxStale    time.Duration
+	MaxFileSize int64 // bytes; default 1 MiB
+	Concurrency int   // fetches in flight; default 8
+	Sources     Sources
+	Secrets     []Secret
+	Reload      Reload
+}
+
+// Output is where targets are written.
+type Output struct {
+	Dir       string
+	AllowDisk bool
+	Mode      fs.FileMode // default 0440
+	UID       int         // -1: leave as the sidecar's
+	GID       int         // -1: leave as the sidecar's
+}
+
+// Secret is one entry of secrets[].
+type Secret struct {
+	Name     string // the app's variable (without _FILE)
+	Ref      sources.Ref
+	File     string // target file name in Output.Dir (or inside Bundle); default lower-cased Name
+	Bundle   string // bundle directory name; members are published together
+	Required bool   // default true
+	Refresh  time.Duration
+	MaxStale time.Duration
+	Mode     fs.FileMode
+	UID, GID int
+	// Newline: "keep" (default, byte for byte), "strip" (remove trailing
+	// \r and \n), "add" (ensure exactly one trailing \n).
+	Newline string
+	Reload  bool // default true: a change triggers the app's reload
+	Pos     Pos  // where the entry starts in the file
+}
+
+// Pos is a position in the config file.
+type Pos struct {
+	Line, Column int
+}
+
+// Sources holds per-kind source settings; a nil pointer means not
+// configured.
+type Sources struct {
+	File  File
+	Vault *Vault
+	AWS   *AWS
+}
+
+// File configures the mounted-file source.
+type File struct {
+	Recheck time.Duration // periodic hash re-check; default 1m
+}
+
+// Vault configures the Vault source. Empty fields fall back to VAULT_ADDR,
+// VAULT_CACERT and VAULT_NAMESPACE in the source.
+type Vault struct {
+	Address       string
+	CACert        string
+	ClientCert    string
+	ClientKey     string
+	TLSServerName string
+	Namespace     string
+	Timeout       time.Duration // default 30s
+	KVVersion     int           // 0: detect per mount; 1 or 2 to force
+	Auth          VaultAuth
+}
+
+// VaultAuth is the login method and its fields.
+type VaultAuth struct {
+	Method          string // token, approle, kubernetes, jwt, aws
+	Mount           string // default: the method's name
+	TokenFile       string // token
+	RoleIDFile      string // approle
+	SecretIDFile    string // approle
+	WrappedSecretID bool   // approle: secret_id_file holds a response-wrapping token
+	Role            string // kubernetes, jwt, aws
+	JWTFile         string // kubernetes (default the service-account token), jwt
+	ServerIDHeader  string // aws: X-Vault-AWS-IAM-Server-ID
+}
+
+// AWS configures Secrets Manager and SSM.
+type AWS struct {
+	Region      string // empty: AWS_REGION, then IMDS placement
+	Credentials string // "imds" (default) or "default"
+	AssumeRole  *AssumeRole
+	RateLimit   float64 // requests per second across the AWS source; 0 = unlimited
+}
+
+// AssumeRole is STS AssumeRole on top of the base credentials.
+type AssumeRole struct {
+	RoleARN        string
+	ExternalID     string
+	SessionName    string        // default "phase-sidecar"
+	Duration       time.Duration // default 1h
+	SourceIdentity string
+}
+
+// Reload configures how the app is told about changes. At most one of
+// Signal, HTTP, Exec is set; Supervise is set by the command line.
+type Reload struct {
+	Signal        *Signal
+	HTTP          *HTTP
+	Exec          *Exec
+	Coalesce      time.Duration // default 1s
+	MaxWait       time.Duration // cap on the total coalescing wait; default 10s
+	OnInitialSync bool          // default false: the first sync does not notify
+}
+
+// Signal sends a signal to a process found by pid file or by name.
+type Signal struct {
+	Name    string // SIGHUP (default), SIGTERM, SIGINT, SIGUSR1, SIGUSR2
+	PIDFile string
+	Process string // executable name, or a pattern matched against the cmdline
+}
+
+// HTTP calls a URL.
+type HTTP struct {
+	URL     string
+	Method  string // default POST
+	Headers map[string]string
+	// Expected status range, inclusive; default 200–299.
+	StatusMin, StatusMax int
+	Timeout              time.Duration // default 5s
+	Retries              int           // default 3
+}
+
+// Exec runs a command (no shell).
+type Exec struct {
+	Command []string
+	Timeout time.Duration // default 30s
+}
