@@ -1,0 +1,140 @@
+package reload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+)
+
+// ChangedEnv is the environment variable that carries the changed secrets'
+// names, comma-separated, to an exec command.
+const ChangedEnv = "PHASE_SIDECAR_CHANGED"
+
+// Defaults for the exec notifier.
+const (
+	DefaultExecTimeout = 30 * time.Second
+	// MaxOutput is how much of a command's combined output is logged.
+	MaxOutput = 4 << 10
+)
+
+// Exec runs a command, without a shell, in its own process group. On
+// timeout the whole group is killed. Its combined output goes to the log,
+// truncated to MaxOutput bytes; it is never part of an error, since the
+// error ends up in the status.
+type Exec struct {
+	argv    []string
+	timeout time.Duration
+	logger  *slog.Logger
+}
+
+var _ Notifier = (*Exec)(nil)
+
+// NewExec checks cfg and builds the notifier.
+func NewExec(cfg config.Exec, logger *slog.Logger) (*Exec, error) {
+	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
+		return nil, errors.New("reload: exec.command must name a program")
+	}
+	e := &Exec{argv: append([]string(nil), cfg.Command...), timeout: cfg.Timeout, logger: logger}
+	if e.timeout <= 0 {
+		e.timeout = DefaultExecTimeout
+	}
+	return e, nil
+}
+
+func (e *Exec) target() string { return e.argv[0] }
+
+// Check reports a program that cannot be found.
+func (e *Exec) Check() error {
+	if _, err := exec.LookPath(e.argv[0]); err != nil {
+		return fmt.Errorf("exec: %q: %w", e.argv[0], err)
+	}
+	return nil
+}
+
+// Notify runs the command once and waits for it.
+func (e *Exec) Notify(ctx context.Context, b Batch) error {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.argv[0], e.argv[1:]...)
+	cmd.Env = append(os.Environ(), ChangedEnv+"="+strings.Join(b.Secrets, ","))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// A grandchild that outlives the group kill must not hold Wait forever.
+	cmd.WaitDelay = time.Second
+	out := &capped{max: MaxOutput}
+	cmd.Stdout, cmd.Stderr = out, out
+
+	start := time.Now()
+	err := cmd.Run()
+	d := time.Since(start)
+	pid := 0
+	if cmd.Process != nil {
+		pid = cmd.Process.Pid
+	}
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelWarn
+	}
+	e.logger.Log(ctx, level, "reload command finished", "path", e.argv[0], "pid", pid,
+		"duration_seconds", d.Seconds(), "output", out.String())
+
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() == context.DeadlineExceeded:
+		return fmt.Errorf("exec: %q: killed after the %s timeout: %w", e.argv[0], e.timeout, context.DeadlineExceeded)
+	default:
+		var xerr *exec.ExitError
+		if errors.As(err, &xerr) {
+			return fmt.Errorf("exec: %q: %s", e.argv[0], describeExit(xerr.ProcessState))
+		}
+		return fmt.Errorf("exec: %q: %w", e.argv[0], err)
+	}
+}
+
+// describeExit says "exited with status N" or "killed by signal S".
+func describeExit(ps *os.ProcessState) string {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "killed by signal " + ws.Signal().String()
+	}
+	return "exited with status " + strconv.Itoa(ps.ExitCode())
+}
+
+// capped keeps the first max bytes written to it and counts the rest. It
+// never fails a write, so the command does not see a broken pipe.
+type capped struct {
+	mu    sync.Mutex
+	max   int
+	buf   []byte
+	total int
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total += len(p)
+	if room := c.max - len(c.buf); room > 0 {
+		c.buf = append(c.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (c *capped) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := strings.ToValidUTF8(string(c.buf), "?")
+	if c.total > len(c.buf) {
+		s += fmt.Sprintf("…(truncated, %d bytes in all)", c.total)
+	}
+	return s
+}

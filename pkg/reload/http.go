@@ -1,0 +1,180 @@
+package reload
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+)
+
+// Defaults for the HTTP notifier when the config leaves them at zero.
+const (
+	DefaultHTTPTimeout = 5 * time.Second
+	DefaultHTTPRetries = 3
+)
+
+// HTTP calls a URL. The request body is JSON {"secrets": [names]} (none
+// for GET and HEAD). Credentials in the URL's user info or query are sent
+// but never shown: every message and the status use Target, where they are
+// replaced. Redirects are not followed, so credentials and headers go only
+// to the configured host.
+type HTTP struct {
+	client   *http.Client
+	method   string
+	url      string
+	redacted string
+	headers  http.Header
+	min, max int
+	timeout  time.Duration
+	retries  int
+	// retryWait is the first pause between attempts, doubled each time.
+	retryWait time.Duration
+}
+
+var _ Notifier = (*HTTP)(nil)
+
+// NewHTTP checks cfg and builds the notifier.
+func NewHTTP(cfg config.HTTP) (*HTTP, error) {
+	u, err := url.Parse(cfg.URL)
+	// The parse error repeats the URL, credentials and all: drop it.
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errors.New("reload: http.url must be an absolute http:// or https:// URL")
+	}
+	h := &HTTP{
+		method:    strings.ToUpper(cfg.Method),
+		url:       cfg.URL,
+		redacted:  RedactURL(cfg.URL),
+		headers:   make(http.Header),
+		min:       cfg.StatusMin,
+		max:       cfg.StatusMax,
+		timeout:   cfg.Timeout,
+		retries:   cfg.Retries,
+		retryWait: 200 * time.Millisecond,
+	}
+	if h.method == "" {
+		h.method = http.MethodPost
+	}
+	if h.min == 0 && h.max == 0 {
+		h.min, h.max = 200, 299
+	}
+	if h.min < 100 || h.max > 599 || h.min > h.max {
+		return nil, fmt.Errorf("reload: http status range %d-%d is not within 100-599", h.min, h.max)
+	}
+	if h.timeout <= 0 {
+		h.timeout = DefaultHTTPTimeout
+	}
+	if h.retries < 0 {
+		return nil, errors.New("reload: http.retries must not be negative")
+	}
+	for k, v := range cfg.Headers {
+		h.headers.Set(k, v)
+	}
+	h.client = &http.Client{
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return h, nil
+}
+
+// Target is the URL with credentials redacted.
+func (h *HTTP) Target() string { return h.redacted }
+
+// Notify sends the request, retrying up to the configured number of times
+// on a transport error or an unexpected status.
+func (h *HTTP) Notify(ctx context.Context, b Batch) error {
+	body, err := json.Marshal(struct {
+		Secrets []string `json:"secrets"`
+	}{b.Secrets})
+	if err != nil {
+		return fmt.Errorf("http: encode body: %w", err)
+	}
+	wait := h.retryWait
+	for attempt := 0; ; attempt++ {
+		err = h.once(ctx, body)
+		if err == nil || attempt >= h.retries || ctx.Err() != nil {
+			break
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait *= 2
+	}
+	if err != nil && h.retries > 0 {
+		return fmt.Errorf("%w (after %d attempts)", err, h.retries+1)
+	}
+	return err
+}
+
+func (h *HTTP) once(ctx context.Context, body []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	var rd io.Reader
+	if h.method != http.MethodGet && h.method != http.MethodHead {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, h.method, h.url, rd)
+	if err != nil {
+		return fmt.Errorf("http: %s %s: build request", h.method, h.redacted)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("User-Agent", "phase-sidecar")
+	for k, v := range h.headers {
+		req.Header[k] = v
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		// *url.Error names the URL; report the cause under the redacted one.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		var nerr net.Error
+		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout()) {
+			return fmt.Errorf("http: %s %s: no response within %s: %w", h.method, h.redacted, h.timeout, context.DeadlineExceeded)
+		}
+		return fmt.Errorf("http: %s %s: %w", h.method, h.redacted, err)
+	}
+	// Drain a little so the connection can be reused; the body is not shown.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode < h.min || resp.StatusCode > h.max {
+		return fmt.Errorf("http: %s %s: status %d, want %d-%d", h.method, h.redacted, resp.StatusCode, h.min, h.max)
+	}
+	return nil
+}
+
+// RedactURL returns raw with the user info and every query value replaced
+// by "REDACTED" and the fragment dropped; an unparsable URL becomes a fixed
+// marker, since parse errors would repeat it.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	if u.User != nil {
+		u.User = url.User("REDACTED")
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		u.RawQuery = q.Encode()
+	}
+	u.Fragment, u.RawFragment = "", ""
+	return u.String()
+}

@@ -1,0 +1,434 @@
+// Package reload tells the app that its secret files changed: a signal to a
+// process found by pid file or by name, an HTTP request, a command, or a
+// restart of a supervised child. Changes are coalesced so that the app hears
+// once per batch, notifications never overlap, and a failed one is retried
+// until it succeeds or a newer batch supersedes it.
+package reload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
+)
+
+// Notifier tells the app about one batch of changed secrets.
+type Notifier interface {
+	Notify(ctx context.Context, b Batch) error
+}
+
+// Batch is what a notification is about: the names of the changed secrets,
+// never their values.
+type Batch struct {
+	Secrets []string
+}
+
+// checker is implemented by notifiers that can diagnose their target
+// without notifying it.
+type checker interface {
+	Check() error
+}
+
+// Method label values; the same as the metric's.
+const (
+	MethodSignal    = "signal"
+	MethodHTTP      = "http"
+	MethodExec      = "exec"
+	MethodSupervise = "supervise"
+	MethodNone      = "none"
+)
+
+// Defaults applied when the config leaves a duration at zero.
+const (
+	DefaultMaxWait  = 10 * time.Second
+	DefaultRetryMin = time.Second
+	DefaultRetryMax = time.Minute
+)
+
+// Options are the Reloader's collaborators.
+type Options struct {
+	Logger  *slog.Logger     // default slog.Default()
+	Metrics *metrics.Metrics // optional
+	// Notifier, when set, is used instead of the one configured in cfg; the
+	// supervise mode passes its *Supervisor here. Method is then its metric
+	// label ("supervise" for a *Supervisor when empty).
+	Notifier Notifier
+	Method   string
+	// Exclude names secrets whose change does not trigger a reload (the
+	// per-secret opt-out, config Secret.Reload false).
+	Exclude []string
+	// RetryMin and RetryMax bound the exponential backoff between failed
+	// notifications; defaults 1s and 1m.
+	RetryMin, RetryMax time.Duration
+}
+
+// Status is the reload part of /v1/status. It holds no secret values and no
+// URL credentials.
+type Status struct {
+	Method      string    `json:"method"`
+	Target      string    `json:"target,omitempty"`
+	Coalesce    string    `json:"coalesce"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	Result      string    `json:"result,omitempty"` // success or error
+	Error       string    `json:"error,omitempty"`
+	// Failures counts consecutive failed attempts of the current batch.
+	Failures int `json:"failures,omitempty"`
+	// LastSecrets are the secrets of the last attempted notification.
+	LastSecrets []string `json:"last_secrets,omitempty"`
+	// Pending are changed secrets the app has not yet been told about.
+	Pending []string `json:"pending"`
+}
+
+// Reloader coalesces changes and hands each batch to its notifier.
+type Reloader struct {
+	notifier      Notifier
+	method        string
+	target        string
+	coalesce      time.Duration
+	maxWait       time.Duration
+	onInitialSync bool
+	exclude       map[string]bool
+	retryMin      time.Duration
+	retryMax      time.Duration
+	logger        *slog.Logger
+	metrics       *metrics.Metrics
+
+	wake chan struct{} // capacity 1: "pending changed"
+
+	mu       sync.Mutex
+	pending  map[string]bool // changed, not yet taken into a batch
+	first    time.Time       // first change of the pending set
+	last     time.Time       // latest change of the pending set
+	inflight []string        // the batch being notified or retried
+	status   Status
+}
+
+// New builds the Reloader for cfg. With no notifier configured (and none
+// in o) it is inert: Changed does nothing and Run waits for ctx.
+func New(cfg config.Reload, o Options) (*Reloader, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	logger := o.Logger.With("component", "reload")
+	if cfg.Coalesce < 0 || cfg.MaxWait < 0 {
+		return nil, errors.New("reload: coalesce and max_wait must not be negative")
+	}
+	r := &Reloader{
+		notifier:      o.Notifier,
+		method:        o.Method,
+		coalesce:      cfg.Coalesce,
+		maxWait:       cfg.MaxWait,
+		onInitialSync: cfg.OnInitialSync,
+		exclude:       make(map[string]bool, len(o.Exclude)),
+		retryMin:      o.RetryMin,
+		retryMax:      o.RetryMax,
+		logger:        logger,
+		metrics:       o.Metrics,
+		wake:          make(chan struct{}, 1),
+		pending:       make(map[string]bool),
+	}
+	if r.maxWait == 0 {
+		r.maxWait = DefaultMaxWait
+	}
+	r.maxWait = max(r.maxWait, r.coalesce)
+	if r.retryMin <= 0 {
+		r.retryMin = DefaultRetryMin
+	}
+	if r.retryMax <= 0 {
+		r.retryMax = DefaultRetryMax
+	}
+	r.retryMax = max(r.retryMax, r.retryMin)
+	for _, name := range o.Exclude {
+		r.exclude[name] = true
+	}
+
+	configured := 0
+	for _, set := range []bool{cfg.Signal != nil, cfg.HTTP != nil, cfg.Exec != nil} {
+		if set {
+			configured++
+		}
+	}
+	if configured > 1 {
+		return nil, errors.New("reload: set at most one of signal, http and exec")
+	}
+	if r.notifier != nil {
+		if configured > 0 {
+			return nil, errors.New("reload: signal, http and exec cannot be combined with a supervised command")
+		}
+		if r.method == "" {
+			r.method = MethodSupervise
+		}
+		if s, ok := r.notifier.(*Supervisor); ok {
+			r.target = s.argv[0]
+		}
+	} else {
+		var err error
+		switch {
+		case cfg.Signal != nil:
+			var s *Signal
+			s, err = NewSignal(*cfg.Signal, logger)
+			r.notifier, r.method, r.target = s, MethodSignal, s.target()
+		case cfg.HTTP != nil:
+			var h *HTTP
+			h, err = NewHTTP(*cfg.HTTP)
+			r.notifier, r.method, r.target = h, MethodHTTP, h.Target()
+		case cfg.Exec != nil:
+			var e *Exec
+			e, err = NewExec(*cfg.Exec, logger)
+			r.notifier, r.method, r.target = e, MethodExec, e.target()
+		default:
+			r.method = MethodNone
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	r.status = Status{Method: r.method, Target: r.target, Coalesce: r.coalesce.String()}
+	return r, nil
+}
+
+// Method is the metric label of the configured notifier, or "none".
+func (r *Reloader) Method() string { return r.method }
+
+// Changed records that the files of secrets are fully written. It never
+// blocks. initial marks the first sync, which notifies only when
+// on_initial_sync is set.
+func (r *Reloader) Changed(secrets []string, initial bool) {
+	if r.notifier == nil || (initial && !r.onInitialSync) {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	added := false
+	for _, name := range secrets {
+		if r.exclude[name] {
+			continue
+		}
+		if len(r.pending) == 0 && !added {
+			r.first = now
+		}
+		r.pending[name] = true
+		added = true
+	}
+	if added {
+		r.last = now
+		r.setPendingGauge()
+	}
+	r.mu.Unlock()
+	if added {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run coalesces changes and notifies, one notification at a time, until ctx
+// is cancelled; then it returns nil. It starts no goroutines.
+func (r *Reloader) Run(ctx context.Context) error {
+	if r.notifier == nil {
+		<-ctx.Done()
+		return nil
+	}
+	for {
+		batch, ok := r.collect(ctx)
+		if !ok {
+			return nil
+		}
+		r.deliver(ctx, batch)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// collect waits until there are pending changes and the coalescing window
+// has closed: coalesce after the latest change, or max_wait after the
+// first, whichever comes first. It moves the pending set into inflight.
+func (r *Reloader) collect(ctx context.Context) ([]string, bool) {
+	for {
+		r.mu.Lock()
+		if len(r.pending) == 0 {
+			r.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return nil, false
+			case <-r.wake:
+				continue
+			}
+		}
+		deadline := r.last.Add(r.coalesce)
+		if capAt := r.first.Add(r.maxWait); capAt.Before(deadline) {
+			deadline = capAt
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			batch := make([]string, 0, len(r.pending))
+			for name := range r.pending {
+				batch = append(batch, name)
+			}
+			slices.Sort(batch)
+			r.inflight = batch
+			clear(r.pending)
+			r.mu.Unlock()
+			return batch, true
+		}
+		r.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false
+		case <-t.C:
+		case <-r.wake:
+			t.Stop()
+		}
+	}
+}
+
+// deliver notifies about batch, retrying with backoff. It returns when the
+// notification succeeded, when ctx is done, or when a newer change arrived
+// during a backoff: then the failed batch is merged into the pending set and
+// the merged batch is coalesced and notified instead.
+func (r *Reloader) deliver(ctx context.Context, batch []string) {
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		err := r.notifier.Notify(ctx, Batch{Secrets: batch})
+		if err != nil && ctx.Err() != nil {
+			return // shutting down: not the app's failure
+		}
+		r.record(batch, start, time.Since(start), attempt, err)
+		if err == nil {
+			return
+		}
+		backoff := r.backoff(attempt)
+		r.logger.Warn("reload failed, will retry",
+			"secret", strings.Join(batch, ","), "attempt", attempt, "backoff", backoff.String(), "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		case <-r.wake:
+			t.Stop()
+			r.mu.Lock()
+			now := time.Now()
+			if len(r.pending) == 0 {
+				r.first, r.last = now, now
+			}
+			for _, name := range batch {
+				r.pending[name] = true
+			}
+			r.inflight = nil
+			r.mu.Unlock()
+			// Keep the wake token so collect re-evaluates at once.
+			select {
+			case r.wake <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}
+}
+
+func (r *Reloader) record(batch []string, start time.Time, d time.Duration, attempt int, err error) {
+	result := "success"
+	if err != nil {
+		result = "error"
+	}
+	if m := r.metrics; m != nil {
+		m.Reloads.WithLabelValues(r.method, result).Inc()
+		m.ReloadDuration.WithLabelValues(r.method).Observe(d.Seconds())
+		if err == nil {
+			m.LastReloadSuccess.Set(float64(start.Add(d).UnixNano()) / 1e9)
+		}
+	}
+	r.mu.Lock()
+	r.status.LastAttempt = start
+	r.status.Result = result
+	r.status.LastSecrets = batch
+	if err == nil {
+		r.status.LastSuccess = start.Add(d)
+		r.status.Error = ""
+		r.status.Failures = 0
+		r.inflight = nil
+	} else {
+		r.status.Error = err.Error()
+		r.status.Failures = attempt
+	}
+	r.setPendingGauge()
+	r.mu.Unlock()
+	if err == nil {
+		r.logger.Info("app notified", "secret", strings.Join(batch, ","), "attempt", attempt,
+			"duration_seconds", d.Seconds())
+	}
+}
+
+// backoff is exponential from retryMin, capped at retryMax, with ±10%
+// jitter so that many sidecars do not retry in step.
+func (r *Reloader) backoff(attempt int) time.Duration {
+	d := r.retryMin
+	for i := 1; i < attempt && d < r.retryMax; i++ {
+		d *= 2
+	}
+	d = min(d, r.retryMax)
+	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+	return d + jitter
+}
+
+// setPendingGauge needs r.mu.
+func (r *Reloader) setPendingGauge() {
+	if r.metrics != nil {
+		r.metrics.ReloadPendingChange.Set(float64(len(r.pendingNames())))
+	}
+}
+
+// pendingNames needs r.mu.
+func (r *Reloader) pendingNames() []string {
+	names := make([]string, 0, len(r.pending)+len(r.inflight))
+	for name := range r.pending {
+		names = append(names, name)
+	}
+	for _, name := range r.inflight {
+		if !r.pending[name] {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Status returns a copy of the current reload status.
+func (r *Reloader) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.status
+	s.LastSecrets = slices.Clone(s.LastSecrets)
+	s.Pending = r.pendingNames()
+	return s
+}
+
+// Check diagnoses the target without notifying it: is the pid file
+// readable, does a process match, may the sidecar signal it. The app may
+// not be up yet when the sidecar starts, so callers log the error rather
+// than stop.
+func (r *Reloader) Check() error {
+	c, ok := r.notifier.(checker)
+	if !ok {
+		return nil
+	}
+	if err := c.Check(); err != nil {
+		return fmt.Errorf("reload check: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,287 @@
+package reload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+)
+
+// Signals that may be sent, by name.
+var signals = map[string]syscall.Signal{
+	"SIGHUP":  syscall.SIGHUP,
+	"SIGTERM": syscall.SIGTERM,
+	"SIGINT":  syscall.SIGINT,
+	"SIGUSR1": syscall.SIGUSR1,
+	"SIGUSR2": syscall.SIGUSR2,
+	"SIGQUIT": syscall.SIGQUIT,
+}
+
+// ParseSignal maps a signal name ("SIGHUP", "HUP", case-insensitive) to the
+// signal; empty means SIGHUP.
+func ParseSignal(name string) (syscall.Signal, error) {
+	if name == "" {
+		return syscall.SIGHUP, nil
+	}
+	n := strings.ToUpper(name)
+	if !strings.HasPrefix(n, "SIG") {
+		n = "SIG" + n
+	}
+	if s, ok := signals[n]; ok {
+		return s, nil
+	}
+	return 0, fmt.Errorf("reload: signal %q is not one of SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGQUIT", name)
+}
+
+// plainName is a process given as an executable name rather than a
+// cmdline pattern.
+var plainName = regexp.MustCompile(`^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$`)
+
+// Signal sends a signal to the process whose pid is in a pid file (re-read
+// on every notification, so a restarted app is found) or to the processes
+// matching a name or cmdline pattern, found by scanning /proc. A name
+// matches comm, the executable's base name, or the first word of argv[0]
+// ("nginx: master process" matches nginx); anything else is a regular
+// expression matched against the space-joined cmdline. When a match's
+// parent matches too, only the parent is signalled: the master of a
+// master/worker app (gunicorn, nginx) does the reloading.
+type Signal struct {
+	sig     syscall.Signal
+	pidFile string
+	name    string         // plain executable name, or
+	pattern *regexp.Regexp // a cmdline pattern
+	process string         // as configured, for messages
+	procDir string
+	self    int
+	logger  *slog.Logger
+}
+
+var _ Notifier = (*Signal)(nil)
+
+// NewSignal checks cfg and builds the notifier.
+func NewSignal(cfg config.Signal, logger *slog.Logger) (*Signal, error) {
+	sig, err := ParseSignal(cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	if (cfg.PIDFile == "") == (cfg.Process == "") {
+		return nil, errors.New("reload: signal needs exactly one of pid_file and process")
+	}
+	s := &Signal{sig: sig, pidFile: cfg.PIDFile, process: cfg.Process, procDir: "/proc", self: os.Getpid(), logger: logger}
+	if cfg.Process != "" {
+		if plainName.MatchString(cfg.Process) {
+			s.name = cfg.Process
+		} else if s.pattern, err = regexp.Compile(cfg.Process); err != nil {
+			return nil, fmt.Errorf("reload: signal.process %q is neither an executable name nor a valid pattern: %w", cfg.Process, err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Signal) target() string {
+	if s.pidFile != "" {
+		return "pid_file " + s.pidFile
+	}
+	return "process " + s.process
+}
+
+// Notify sends the signal to every target.
+func (s *Signal) Notify(ctx context.Context, _ Batch) error {
+	pids, err := s.targets()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, pid := range pids {
+		if err := s.send(pid, s.sig); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.logger.Info("signal sent", "signal", signalName(s.sig), "pid", pid)
+	}
+	return errors.Join(errs...)
+}
+
+// Check finds the targets and probes them with signal 0.
+func (s *Signal) Check() error {
+	pids, err := s.targets()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, pid := range pids {
+		errs = append(errs, s.send(pid, 0))
+	}
+	return errors.Join(errs...)
+}
+
+// send delivers sig (0 probes) and explains the two ways it fails.
+func (s *Signal) send(pid int, sig syscall.Signal) error {
+	err := syscall.Kill(pid, sig)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.ESRCH):
+		if s.pidFile != "" {
+			return fmt.Errorf("signal: pid %d from pid file %q: no such process: the pid file is stale, or the app runs in another PID namespace (Kubernetes: shareProcessNamespace: true; Compose: pid: \"service:APP\"): %w", pid, s.pidFile, err)
+		}
+		return fmt.Errorf("signal: pid %d exited before it could be signalled: %w", pid, err)
+	case errors.Is(err, syscall.EPERM):
+		owner := "another uid"
+		if fi, statErr := os.Stat(filepath.Join(s.procDir, strconv.Itoa(pid))); statErr == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				owner = "uid " + strconv.Itoa(int(st.Uid))
+			}
+		}
+		return fmt.Errorf("signal: pid %d: permission denied: the sidecar runs as uid %d and the app as %s; run the sidecar as the app's uid (or grant it CAP_KILL): %w", pid, os.Geteuid(), owner, err)
+	default:
+		return fmt.Errorf("signal: pid %d: %w", pid, err)
+	}
+}
+
+// targets re-reads the pid file or re-scans /proc.
+func (s *Signal) targets() ([]int, error) {
+	if s.pidFile != "" {
+		pid, err := readPIDFile(s.pidFile)
+		if err != nil {
+			return nil, err
+		}
+		return []int{pid}, nil
+	}
+	procs, err := scanProc(s.procDir)
+	if err != nil {
+		return nil, err
+	}
+	pids := s.match(procs)
+	if len(pids) == 0 {
+		hint := ""
+		if len(procs) <= 3 {
+			hint = fmt.Sprintf(" (only %d processes are visible, so this PID namespace is not shared)", len(procs))
+		}
+		return nil, fmt.Errorf("signal: no process matches %q%s: the app must share the sidecar's PID namespace (Kubernetes: shareProcessNamespace: true; Compose: pid: \"service:APP\"; elsewhere use http, exec or supervise) and be running", s.process, hint)
+	}
+	return pids, nil
+}
+
+func readPIDFile(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("signal: read pid file %q: %w (is the app running, and is the file on a volume the sidecar mounts?)", path, err)
+	}
+	text := strings.TrimSpace(string(b))
+	pid, err := strconv.Atoi(text)
+	if err != nil || pid <= 0 {
+		if len(text) > 32 {
+			text = text[:32] + "…"
+		}
+		return 0, fmt.Errorf("signal: pid file %q holds %q, not a pid", path, text)
+	}
+	return pid, nil
+}
+
+// proc is what the matcher needs from /proc/PID.
+type proc struct {
+	pid, ppid int
+	comm      string
+	exe       string // base name of the executable; empty when unreadable
+	argv      []string
+}
+
+// scanProc lists the processes visible in procDir. Processes that exit
+// during the scan are skipped.
+func scanProc(procDir string) ([]proc, error) {
+	entries, err := os.ReadDir(procDir)
+	if err != nil {
+		return nil, fmt.Errorf("signal: scan %s: %w", procDir, err)
+	}
+	var procs []proc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		dir := filepath.Join(procDir, e.Name())
+		stat, err := os.ReadFile(filepath.Join(dir, "stat"))
+		if err != nil {
+			continue
+		}
+		p := proc{pid: pid}
+		// stat is "pid (comm) state ppid …"; comm may hold spaces and ')'.
+		st := string(stat)
+		open, closing := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		p.comm = st[open+1 : closing]
+		if f := strings.Fields(st[closing+1:]); len(f) >= 2 {
+			p.ppid, _ = strconv.Atoi(f[1])
+		}
+		if cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && len(cmdline) > 0 {
+			p.argv = strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		}
+		if len(p.argv) == 0 {
+			continue // kernel thread or zombie
+		}
+		if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
+			p.exe = filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
+		}
+		procs = append(procs, p)
+	}
+	return procs, nil
+}
+
+// match returns the pids of the matching processes whose parent does not
+// match, never the sidecar itself.
+func (s *Signal) match(procs []proc) []int {
+	matched := make(map[int]bool)
+	for _, p := range procs {
+		if p.pid != s.self && s.matches(p) {
+			matched[p.pid] = true
+		}
+	}
+	var pids []int
+	for _, p := range procs {
+		if matched[p.pid] && !matched[p.ppid] {
+			pids = append(pids, p.pid)
+		}
+	}
+	return pids
+}
+
+func (s *Signal) matches(p proc) bool {
+	if s.pattern != nil {
+		return s.pattern.MatchString(strings.Join(p.argv, " "))
+	}
+	const commLen = 15 // the kernel truncates comm to 15 bytes
+	if p.comm == s.name || (len(s.name) > commLen && p.comm == s.name[:commLen]) {
+		return true
+	}
+	if p.exe == s.name {
+		return true
+	}
+	first := p.argv[0]
+	if i := strings.IndexAny(first, " \t"); i >= 0 {
+		first = first[:i]
+	}
+	return filepath.Base(strings.TrimSuffix(first, ":")) == s.name
+}
+
+func signalName(sig syscall.Signal) string {
+	for name, s := range signals {
+		if s == sig {
+			return name
+		}
+	}
+	if sig == 0 {
+		return "0"
+	}
+	return sig.String()
+}
