@@ -1,0 +1,87 @@
+// Package config reads the one YAML config file strictly, applies defaults,
+// validates everything at once, and hands plain structs to the rest of the
+// program. No other package knows the file format.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Load reads and parses the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: read %q: %w", path, err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes one YAML document. name is used in messages and as
+// Config.Path. On any problem it returns Errors, listing every problem found,
+// sorted by position.
+func Parse(name string, data []byte) (*Config, error) {
+	root, perr := parseYAML(name, data)
+	if perr != nil {
+		return nil, Errors{perr}
+	}
+	d := &decoder{file: name}
+	c := d.config(root)
+	if len(d.errs) > 0 {
+		d.errs.sort()
+		return nil, d.errs
+	}
+	c.Path = name
+	return c, nil
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// parseYAML returns the root node of the single document in data.
+func parseYAML(name string, data []byte) (*yaml.Node, *Error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &Error{File: name, Msg: "the file is empty; want at least output.dir and secrets"}
+		}
+		return nil, syntaxError(name, data, err)
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, syntaxError(name, data, err)
+	default:
+		return nil, &Error{File: name, Line: next.Line, Column: next.Column, Msg: "a second YAML document; want exactly one"}
+	}
+	if len(doc.Content) == 0 {
+		return nil, &Error{File: name, Msg: "the file is empty; want at least output.dir and secrets"}
+	}
+	return doc.Content[0], nil
+}
+
+// syntaxError turns a YAML library error into an Error. The library gives a
+// line only; the column points at the line's first non-blank character.
+func syntaxError(name string, data []byte, err error) *Error {
+	e := &Error{File: name, Msg: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		e.Line, _ = strconv.Atoi(m[1])
+		e.Msg = "invalid YAML: " + m[2]
+		e.Column = 1
+		lines := bytes.SplitN(data, []byte("\n"), e.Line+1)
+		if e.Line >= 1 && e.Line <= len(lines) {
+			l := lines[e.Line-1]
+			e.Column = len(l) - len(bytes.TrimLeft(l, " \t")) + 1
+		}
+	}
+	return e
+}

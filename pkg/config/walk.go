@@ -1,0 +1,547 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+// Defaults. Every one is documented in docs/config.md.
+const (
+	DefaultListen      = ":9102"
+	DefaultRefresh     = time.Minute
+	DefaultMode        = 0o440
+	DefaultMaxFileSize = 1 << 20
+	DefaultConcurrency = 8
+	// DefaultJWTFile is the Kubernetes service-account token, the default
+	// jwt_file of the kubernetes auth method.
+	DefaultJWTFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+)
+
+const maxID = math.MaxInt32
+
+func (d *decoder) config(root *yaml.Node) *Config {
+	c := &Config{
+		Output:      Output{Mode: DefaultMode, UID: -1, GID: -1},
+		Listen:      DefaultListen,
+		Refresh:     DefaultRefresh,
+		MaxFileSize: DefaultMaxFileSize,
+		Concurrency: DefaultConcurrency,
+	}
+	root = resolve(root)
+	m := d.newMapping(root, "", "")
+
+	out, _ := m.sub("output")
+	d.output(out, &c.Output)
+	if v := m.str("listen", &c.Listen); v != nil {
+		d.listen(v, c.Listen)
+	}
+	m.duration("refresh", &c.Refresh)
+	m.duration("max_stale", &c.MaxStale)
+	m.size("max_file_size", &c.MaxFileSize)
+	m.integer("concurrency", &c.Concurrency, 1, 1024)
+	src, _ := m.sub("sources")
+	d.sources(src, &c.Sources)
+	list, items := m.items("secrets")
+	d.secrets(list, items, c)
+	rl, _ := m.sub("reload")
+	d.reload(rl, &c.Reload)
+	m.done()
+
+	if m.n != nil && len(items) == 0 && list == nil {
+		d.errorf(root, "secrets", "required: a list of secrets, each with name and ref")
+	}
+	// AWS needs nothing configured: region and credentials have defaults.
+	// Vault needs an address, which may come from VAULT_ADDR: the caller
+	// checks that, using Kinds.
+	for _, k := range c.Kinds() {
+		switch {
+		case (k == sources.AWSSM || k == sources.AWSSSM) && c.Sources.AWS == nil:
+			c.Sources.AWS = &AWS{Credentials: "imds"}
+		case k == sources.Vault && c.Sources.Vault == nil:
+			c.Sources.Vault = &Vault{Timeout: 30 * time.Second, Auth: VaultAuth{Method: "token"}}
+		}
+	}
+	return c
+}
+
+func (d *decoder) output(m *mapping, o *Output) {
+	if v := m.absPath("dir", &o.Dir); v != nil {
+		o.Dir = filepath.Clean(o.Dir)
+	} else if !m.present("dir") {
+		n := m.n
+		if n == nil {
+			n = m.d.rootPos()
+		}
+		d.errorf(n, "output.dir", "required: the absolute path of the directory the secrets are written to, on tmpfs (such as /run/secrets)")
+	}
+	m.boolean("allow_disk", &o.AllowDisk)
+	m.mode("mode", &o.Mode)
+	m.integer("uid", &o.UID, 0, maxID)
+	m.integer("gid", &o.GID, 0, maxID)
+	m.done()
+}
+
+// rootPos is a position for problems about an absent section: the start of
+// the file.
+func (d *decoder) rootPos() *yaml.Node { return &yaml.Node{Line: 1, Column: 1} }
+
+func (d *decoder) listen(v *yaml.Node, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	p, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || p < 0 || p > 65535 {
+		d.errorf(v, "listen", "want HOST:PORT or :PORT such as \":9102\" or \"127.0.0.1:9102\", got %q", addr)
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// secrets decodes secrets[] and checks names and targets across entries.
+func (d *decoder) secrets(list *yaml.Node, items []*yaml.Node, c *Config) {
+	c.Secrets = make([]Secret, 0, len(items))
+	type seen struct {
+		i    int
+		line int
+	}
+	names := make(map[string]seen, len(items))
+	targets := make(map[string]seen, len(items)) // plain files and bundle members
+	bundles := make(map[string]seen)
+	for i, n := range items {
+		s, nameN, targetN, bundleN := d.secret(resolve(n), i, c)
+		if nameN != nil && nameRE.MatchString(s.Name) {
+			if p, dup := names[s.Name]; dup {
+				d.errorf(nameN, fmt.Sprintf("secrets[%d].name", i), "duplicate secret name %q (first at secrets[%d], line %d)", s.Name, p.i, p.line)
+			} else {
+				names[s.Name] = seen{i, nameN.Line}
+			}
+		}
+		if targetN != nil {
+			t := s.Target()
+			field := fmt.Sprintf("secrets[%d]", i)
+			here := seen{i, s.Pos.Line}
+			if p, dup := targets[t]; dup {
+				d.errorf(targetN, field, "target file %q is also written by secrets[%d] (line %d); set file: (or bundle:) to tell them apart", t, p.i, p.line)
+			} else {
+				targets[t] = here
+			}
+			if s.Bundle == "" {
+				if p, clash := bundles[s.File]; clash {
+					d.errorf(targetN, field, "target file %q has the name of the bundle directory of secrets[%d] (line %d)", s.File, p.i, p.line)
+				}
+			} else if bundleN != nil {
+				if p, clash := targets[s.Bundle]; clash {
+					d.errorf(bundleN, field+".bundle", "bundle directory %q has the name of the target file of secrets[%d] (line %d)", s.Bundle, p.i, p.line)
+				}
+				if _, ok := bundles[s.Bundle]; !ok {
+					bundles[s.Bundle] = here
+				}
+			}
+		}
+		c.Secrets = append(c.Secrets, s)
+	}
+}
+
+// secret decodes one entry. It returns the nodes that name it and its
+// target (nil when invalid) for the checks across entries.
+func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targetN, bundleN *yaml.Node) {
+	path := "secrets[" + strconv.Itoa(i) + "]"
+	m := d.newMapping(n, path, "secrets[]")
+	s = Secret{
+		Required: true,
+		Reload:   true,
+		Refresh:  c.Refresh,
+		Mode:     c.Output.Mode,
+		UID:      c.Output.UID,
+		GID:      c.Output.GID,
+		Newline:  "keep",
+	}
+	if n != nil {
+		s.Pos = Pos{Line: n.Line, Column: n.Column}
+	}
+	at := n
+	if at == nil {
+		at = d.rootPos()
+	}
+
+	nameN = m.str("name", &s.Name)
+	switch {
+	case nameN == nil:
+		if !m.present("name") {
+			d.errorf(at, path+".name", "required: the app's variable without _FILE, such as DATABASE_PASSWORD")
+		}
+	case !nameRE.MatchString(s.Name):
+		d.errorf(nameN, path+".name", "want a variable name matching ^[A-Za-z_][A-Za-z0-9_]*$ (without _FILE), got %q", s.Name)
+		nameN = nil
+	}
+
+	var ref string
+	switch refN := m.str("ref", &ref); {
+	case refN == nil:
+		if !m.present("ref") {
+			d.errorf(at, path+".ref", "required: where the value comes from, such as vault://secret/app#password, aws-sm://NAME#KEY, aws-ssm:///PARAM or file:///abs/path")
+		}
+	default:
+		r, err := sources.ParseRef(ref)
+		if err != nil {
+			d.errorf(refN, path+".ref", "%v", err)
+		}
+		s.Ref = r
+	}
+
+	fileN := m.str("file", &s.File)
+	bundleN = m.str("bundle", &s.Bundle)
+	m.boolean("required", &s.Required)
+	m.duration("refresh", &s.Refresh)
+	staleN := m.duration("max_stale", &s.MaxStale)
+	m.mode("mode", &s.Mode)
+	m.integer("uid", &s.UID, 0, maxID)
+	m.integer("gid", &s.GID, 0, maxID)
+	if v := m.str("newline", &s.Newline); v != nil && s.Newline != "keep" && s.Newline != "strip" && s.Newline != "add" {
+		d.errorf(v, path+".newline", "want keep, strip or add, got %q", s.Newline)
+	}
+	m.boolean("reload", &s.Reload)
+	m.done()
+
+	if staleN == nil {
+		s.MaxStale = c.MaxStale
+		if s.MaxStale == 0 {
+			s.MaxStale = 3 * s.Refresh
+		}
+	}
+
+	targetN = fileN
+	if fileN == nil {
+		targetN = nameN
+		s.File = strings.ToLower(s.Name)
+	} else if msg := badTargetName(s.File); msg != "" {
+		d.errorf(fileN, path+".file", "%s", fmt.Sprintf("file name %q %s", s.File, msg))
+		targetN = nil
+	}
+	if bundleN != nil {
+		if msg := badTargetName(s.Bundle); msg != "" {
+			d.errorf(bundleN, path+".bundle", "%s", fmt.Sprintf("bundle name %q %s", s.Bundle, msg))
+			targetN, bundleN = nil, nil
+		}
+	}
+	return s, nameN, targetN, bundleN
+}
+
+// badTargetName says why name cannot be a file or directory name directly
+// inside the output directory, or returns "".
+func badTargetName(name string) string {
+	switch {
+	case name == "":
+		return "is empty; want a plain file name such as db_password"
+	case strings.ContainsRune(name, 0):
+		return "contains a NUL byte; want a plain file name"
+	case strings.Contains(name, "/") || strings.Contains(name, `\`):
+		return "contains a slash; want a plain file name, without directories (use bundle: for a directory)"
+	case strings.Contains(name, ".."):
+		return `contains ".."; want a plain file name`
+	case strings.HasPrefix(name, "."):
+		return `starts with "."; names starting with a dot are reserved for the sidecar's own files`
+	case len(name) > 255:
+		return "is longer than 255 bytes"
+	}
+	return ""
+}
+
+func (d *decoder) sources(m *mapping, s *Sources) {
+	s.File.Recheck = time.Minute
+	fm, _ := m.sub("file")
+	fm.duration("recheck", &s.File.Recheck)
+	fm.done()
+	if vm, walk := m.sub("vault"); walk {
+		s.Vault = d.vault(vm)
+	}
+	if am, walk := m.sub("aws"); walk {
+		s.AWS = d.aws(am)
+	}
+	m.done()
+}
+
+func (d *decoder) vault(m *mapping) *Vault {
+	v := &Vault{Timeout: 30 * time.Second}
+	if n := m.str("address", &v.Address); n != nil {
+		d.checkURL(n, m.field("address"), v.Address, "https://vault.example:8200")
+	}
+	m.absPath("ca_cert", &v.CACert)
+	cert := m.absPath("client_cert", &v.ClientCert)
+	key := m.absPath("client_key", &v.ClientKey)
+	switch {
+	case cert != nil && key == nil:
+		d.errorf(cert, m.field("client_key"), "required with client_cert: the path of the client certificate's key")
+	case key != nil && cert == nil:
+		d.errorf(key, m.field("client_cert"), "required with client_key: the path of the client certificate")
+	}
+	m.str("tls_server_name", &v.TLSServerName)
+	m.str("namespace", &v.Namespace)
+	m.duration("timeout", &v.Timeout)
+	m.integer("kv_version", &v.KVVersion, 0, 2)
+	am, _ := m.sub("auth")
+	d.vaultAuth(am, &v.Auth)
+	m.done()
+	return v
+}
+
+// authMethods lists, per Vault auth method, the fields it needs and the
+// ones it also accepts.
+var authMethods = map[string]struct{ required, optional []string }{
+	"token":      {optional: []string{"token_file"}},
+	"approle":    {required: []string{"role_id_file"}, optional: []string{"mount", "secret_id_file", "wrapped_secret_id"}},
+	"kubernetes": {required: []string{"role"}, optional: []string{"mount", "jwt_file"}},
+	"jwt":        {required: []string{"role", "jwt_file"}, optional: []string{"mount"}},
+	"aws":        {optional: []string{"mount", "role", "server_id_header"}},
+}
+
+var authMethodNames = []string{"token", "approle", "kubernetes", "jwt", "aws"}
+
+func (d *decoder) vaultAuth(m *mapping, a *VaultAuth) {
+	a.Method = "token"
+	methodN := m.str("method", &a.Method)
+	given := map[string]*yaml.Node{
+		"mount":             m.str("mount", &a.Mount),
+		"token_file":        m.absPath("token_file", &a.TokenFile),
+		"role_id_file":      m.absPath("role_id_file", &a.RoleIDFile),
+		"secret_id_file":    m.absPath("secret_id_file", &a.SecretIDFile),
+		"wrapped_secret_id": m.boolean("wrapped_secret_id", &a.WrappedSecretID),
+		"role":              m.str("role", &a.Role),
+		"jwt_file":          m.absPath("jwt_file", &a.JWTFile),
+		"server_id_header":  m.str("server_id_header", &a.ServerIDHeader),
+	}
+	m.done()
+	spec, ok := authMethods[a.Method]
+	if !ok {
+		d.errorf(methodN, m.field("method"), "unknown auth method %q; want one of %s", a.Method, strings.Join(authMethodNames, ", "))
+		return
+	}
+	at := m.n
+	if at == nil {
+		at = d.rootPos()
+	}
+	for _, f := range spec.required {
+		if given[f] == nil && !m.present(f) {
+			d.errorf(at, m.field(f), "required by auth method %s", a.Method)
+		}
+	}
+	takes := append(slices.Clone(spec.required), spec.optional...)
+	slices.Sort(takes)
+	for _, f := range slices.Sorted(mapsKeys(given)) {
+		if n := given[f]; n != nil && !slices.Contains(takes, f) {
+			d.errorf(n, m.field(f), "not used by auth method %s, which takes %s", a.Method, strings.Join(takes, ", "))
+		}
+	}
+	if a.WrappedSecretID && a.SecretIDFile == "" && given["wrapped_secret_id"] != nil {
+		d.errorf(given["wrapped_secret_id"], m.field("wrapped_secret_id"), "needs secret_id_file (the file holding the wrapping token)")
+	}
+	if n := given["mount"]; n != nil && (a.Mount == "" || strings.Trim(a.Mount, "/") != a.Mount || strings.Contains(a.Mount, "//")) {
+		d.errorf(n, m.field("mount"), "want a mount path such as %q, without leading or trailing slashes, got %q", a.Method, a.Mount)
+	}
+	if a.Mount == "" && a.Method != "token" {
+		a.Mount = a.Method
+	}
+	if a.Method == "kubernetes" && a.JWTFile == "" {
+		a.JWTFile = DefaultJWTFile
+	}
+}
+
+func mapsKeys(m map[string]*yaml.Node) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// checkURL checks an http or https URL. It never quotes the URL when it may
+// carry credentials.
+func (d *decoder) checkURL(n *yaml.Node, field, raw, example string) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		if strings.Contains(raw, "@") {
+			d.errorf(n, field, "want an http:// or https:// URL such as %s", example)
+		} else {
+			d.errorf(n, field, "want an http:// or https:// URL such as %s, got %q", example, raw)
+		}
+	case u.User != nil:
+		d.errorf(n, field, "credentials in the URL are not accepted")
+	}
+}
+
+var (
+	regionRE     = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`)
+	roleARNRE    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$`)
+	externalIDRE = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
+	sessionRE    = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
+)
+
+func (d *decoder) aws(m *mapping) *AWS {
+	a := &AWS{Credentials: "imds"}
+	if n := m.str("region", &a.Region); n != nil && !regionRE.MatchString(a.Region) {
+		d.errorf(n, m.field("region"), "want an AWS region such as eu-west-1, got %q", a.Region)
+	}
+	if n := m.str("credentials", &a.Credentials); n != nil && a.Credentials != "imds" && a.Credentials != "default" {
+		d.errorf(n, m.field("credentials"), "want imds (the EC2 instance role over IMDSv2) or default (the SDK's chain), got %q", a.Credentials)
+	}
+	if rm, walk := m.sub("assume_role"); walk {
+		r := &AssumeRole{SessionName: "phase-sidecar", Duration: time.Hour}
+		switch n := rm.str("role_arn", &r.RoleARN); {
+		case n == nil:
+			if rm.present("role_arn") {
+				break
+			}
+			at := rm.n
+			if at == nil {
+				at = d.rootPos()
+			}
+			d.errorf(at, rm.field("role_arn"), "required: the role to assume, such as arn:aws:iam::123456789012:role/phase")
+		case !roleARNRE.MatchString(r.RoleARN):
+			d.errorf(n, rm.field("role_arn"), "want an IAM role ARN such as arn:aws:iam::123456789012:role/phase, got %q", r.RoleARN)
+		}
+		if n := rm.str("external_id", &r.ExternalID); n != nil && (len(r.ExternalID) < 2 || len(r.ExternalID) > 1224 || !externalIDRE.MatchString(r.ExternalID)) {
+			d.errorf(n, rm.field("external_id"), "want 2 to 1224 characters from letters, digits and _+=,.@:/-")
+		}
+		if n := rm.str("session_name", &r.SessionName); n != nil && !sessionRE.MatchString(r.SessionName) {
+			d.errorf(n, rm.field("session_name"), "want 2 to 64 characters from letters, digits and _+=,.@-, got %q", r.SessionName)
+		}
+		if n := rm.duration("duration", &r.Duration); n != nil && (r.Duration < 15*time.Minute || r.Duration > 12*time.Hour) {
+			d.errorf(n, rm.field("duration"), "want a duration from 15m to 12h, got %q", n.Value)
+		}
+		if n := rm.str("source_identity", &r.SourceIdentity); n != nil && !sessionRE.MatchString(r.SourceIdentity) {
+			d.errorf(n, rm.field("source_identity"), "want 2 to 64 characters from letters, digits and _+=,.@-, got %q", r.SourceIdentity)
+		}
+		rm.done()
+		a.AssumeRole = r
+	}
+	m.number("rate_limit", &a.RateLimit, 0)
+	m.done()
+	return a
+}
+
+var (
+	signalNames  = []string{"SIGHUP", "SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"}
+	httpMethodRE = regexp.MustCompile(`^[A-Z]{1,16}$`)
+	headerNameRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+)
+
+func (d *decoder) reload(m *mapping, r *Reload) {
+	r.Coalesce = time.Second
+	r.MaxWait = 10 * time.Second
+	var methods []*yaml.Node // the key nodes of the methods given
+	if sm, walk := m.sub("signal"); walk {
+		r.Signal = d.signal(sm)
+		methods = append(methods, sm.n)
+	}
+	if hm, walk := m.sub("http"); walk {
+		r.HTTP = d.httpReload(hm)
+		methods = append(methods, hm.n)
+	}
+	if em, walk := m.sub("exec"); walk {
+		r.Exec = d.exec(em)
+		methods = append(methods, em.n)
+	}
+	if len(methods) > 1 && !d.recording() {
+		d.errorf(methods[1], "reload", "set at most one of signal, http and exec")
+	}
+	coalesceN := m.duration("coalesce", &r.Coalesce)
+	waitN := m.duration("max_wait", &r.MaxWait)
+	if r.MaxWait < r.Coalesce {
+		at := waitN
+		if at == nil {
+			at = coalesceN
+		}
+		d.errorf(at, "reload.max_wait", "want max_wait (%s) >= coalesce (%s)", r.MaxWait, r.Coalesce)
+	}
+	m.boolean("on_initial_sync", &r.OnInitialSync)
+	m.done()
+}
+
+func (d *decoder) signal(m *mapping) *Signal {
+	s := &Signal{Name: "SIGHUP"}
+	if n := m.str("name", &s.Name); n != nil {
+		name := strings.ToUpper(s.Name)
+		if !strings.HasPrefix(name, "SIG") {
+			name = "SIG" + name
+		}
+		if !slices.Contains(signalNames, name) {
+			d.errorf(n, m.field("name"), "want one of %s, got %q", strings.Join(signalNames, ", "), s.Name)
+		}
+		s.Name = name
+	}
+	pidN := m.absPath("pid_file", &s.PIDFile)
+	procN := m.str("process", &s.Process)
+	m.done()
+	switch {
+	case !m.present("pid_file") && !m.present("process") && m.n != nil:
+		d.errorf(m.n, m.path, "set pid_file (a file holding the app's pid) or process (the app's executable name)")
+	case pidN != nil && procN != nil:
+		d.errorf(procN, m.field("process"), "set pid_file or process, not both")
+	case procN != nil && s.Process == "":
+		d.errorf(procN, m.field("process"), "want the app's executable name, such as gunicorn")
+	}
+	return s
+}
+
+func (d *decoder) httpReload(m *mapping) *HTTP {
+	h := &HTTP{Method: "POST", StatusMin: 200, StatusMax: 299, Timeout: 5 * time.Second, Retries: 3}
+	if n := m.str("url", &h.URL); n != nil {
+		d.checkURL(n, m.field("url"), h.URL, "http://127.0.0.1:8000/-/reload")
+	} else if m.n != nil && !m.present("url") {
+		d.errorf(m.n, m.field("url"), "required: the http:// or https:// URL to call")
+	}
+	if n := m.str("method", &h.Method); n != nil && !httpMethodRE.MatchString(h.Method) {
+		d.errorf(n, m.field("method"), "want an HTTP method in capitals such as POST, got %q", h.Method)
+	}
+	if n := m.stringMap("headers", &h.Headers); n != nil {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+			if !headerNameRE.MatchString(k.Value) {
+				d.errorf(k, m.field("headers"), "want a header name of letters, digits and !#$%%&'*+-.^_`|~, got %q", k.Value)
+			}
+			if strings.ContainsAny(v.Value, "\x00\r\n") {
+				// Never quote a header value: it may be a credential.
+				d.errorf(v, m.field("headers")+"."+k.Value, "the value contains a line break or NUL")
+			}
+		}
+	}
+	minN := m.integer("status_min", &h.StatusMin, 100, 599)
+	maxN := m.integer("status_max", &h.StatusMax, 100, 599)
+	if h.StatusMin > h.StatusMax {
+		at := maxN
+		if at == nil {
+			at = minN
+		}
+		d.errorf(at, m.field("status_max"), "want status_max (%d) >= status_min (%d)", h.StatusMax, h.StatusMin)
+	}
+	m.duration("timeout", &h.Timeout)
+	m.integer("retries", &h.Retries, 0, 100)
+	m.done()
+	return h
+}
+
+func (d *decoder) exec(m *mapping) *Exec {
+	e := &Exec{Timeout: 30 * time.Second}
+	switch n := m.strings("command", &e.Command); {
+	case n == nil && m.n != nil && !m.present("command"):
+		d.errorf(m.n, m.field("command"), "required: the command and its arguments as a list, such as [nginx, -s, reload]")
+	case n != nil && (len(e.Command) == 0 || e.Command[0] == ""):
+		d.errorf(n, m.field("command"), "want a non-empty list whose first element is the program, such as [nginx, -s, reload]")
+	}
+	m.duration("timeout", &e.Timeout)
+	m.done()
+	return e
+}
