@@ -46,7 +46,7 @@ func openError(dir string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("sink: output directory %q does not exist: create it, or mount a tmpfs there (Kubernetes: an emptyDir with medium: Memory): %w", dir, err)
-	case errors.Is(err, syscall.ENOTDIR):
+	case errors.Is(err, syscall.ENOTDIR), isFile(dir):
 		return fmt.Errorf("sink: output directory %q is not a directory: point output.dir at a directory: %w", dir, err)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return fmt.Errorf("sink: output directory %q: permission denied for uid %d: make it writable by the sidecar (chown/chmod it, Kubernetes fsGroup) or run the sidecar as its owner: %w", dir, os.Geteuid(), err)
@@ -54,4 +54,11 @@ func openError(dir string, err error) error {
 		return fmt.Errorf("sink: output directory %q is on a read-only file system: mount it read-write: %w", dir, err)
 	}
 	return fmt.Errorf("sink: open output directory %q: %w", dir, err)
+}
+
+// isFile reports whether path exists and is not a directory (os.OpenRoot's
+// error for that case is not syscall.ENOTDIR).
+func isFile(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && !info.IsDir()
 }
