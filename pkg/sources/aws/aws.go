@@ -1,0 +1,427 @@
+// Package aws reads secrets from AWS Secrets Manager and SSM Parameter Store
+// with credentials from the EC2 instance role over IMDSv2 (or the SDK's
+// default chain), optionally through STS AssumeRole.
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"golang.org/x/time/rate"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+// Credential modes of config.AWS.Credentials.
+const (
+	CredentialsIMDS    = "imds"
+	CredentialsDefault = "default"
+)
+
+// Options are the collaborators of a Source.
+type Options struct {
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics // optional: CredentialExpiry and SourceUp for aws-sm and aws-ssm
+	// Env reads the environment (os.Getenv in production): AWS_REGION,
+	// AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SECRETS_MANAGER,
+	// AWS_ENDPOINT_URL_SSM, AWS_ENDPOINT_URL_STS,
+	// AWS_EC2_METADATA_SERVICE_ENDPOINT, AWS_EC2_METADATA_DISABLED. In
+	// "default" mode the SDK's chain also reads the process environment itself.
+	Env func(string) string
+	// HTTPClient sends every Secrets Manager, SSM and STS request; nil means
+	// the SDK's default. IMDS always uses its own short-timeout client.
+	HTTPClient aws.HTTPClient
+}
+
+// Source is the AWS source. Its SecretsManager and SSM views implement
+// sources.Source and sources.Batcher; both share credentials, the throttling
+// back-off and the rate limit.
+type Source struct {
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	env     func(string) string
+	cfg     config.AWS
+	http    aws.HTTPClient
+
+	imds *imds.Client // nil in "default" mode without IMDS region lookup
+	diag *imdsDiag    // nil in "default" mode
+	base aws.CredentialsProvider
+	// region is fixed once known; clients are built then (lazily when the
+	// region must come from IMDS placement).
+	mu     sync.Mutex
+	region string
+	creds  aws.CredentialsProvider // the cache over base (and AssumeRole)
+	sm     smAPI
+	ssm    ssmAPI
+
+	gate    *gate
+	limiter *rate.Limiter // nil: unlimited
+
+	smView  *secretsManager
+	ssmView *parameterStore
+}
+
+// New builds the source. It does no network I/O, except that a region that
+// must come from IMDS placement is looked up lazily on first use.
+func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Env == nil {
+		o.Env = func(string) string { return "" }
+	}
+	s := &Source{
+		log:     o.Logger.With("component", "aws"),
+		metrics: o.Metrics,
+		env:     o.Env,
+		cfg:     cfg,
+		http:    o.HTTPClient,
+		gate:    &gate{},
+	}
+	if cfg.RateLimit > 0 {
+		burst := max(1, int(cfg.RateLimit))
+		s.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), burst)
+	}
+	if ar := cfg.AssumeRole; ar != nil && ar.RoleARN == "" {
+		return nil, errors.New("aws: assume_role: role_arn is required")
+	}
+
+	imdsEndpoint := s.env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+	imdsDisabled := strings.EqualFold(s.env("AWS_EC2_METADATA_DISABLED"), "true")
+	switch cfg.Credentials {
+	case "", CredentialsIMDS:
+		if imdsDisabled {
+			return nil, errors.New("aws: credentials: imds, but AWS_EC2_METADATA_DISABLED=true; unset it or use credentials: default")
+		}
+		s.diag = &imdsDiag{endpoint: imdsEndpoint}
+		s.imds = newIMDS(imdsEndpoint, s.diag)
+		// Only the instance role: no environment, shared files or web
+		// identity, and never IMDSv1 (EnableFallback is false on the client).
+		s.base = &imdsCredentials{
+			provider: ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = s.imds }),
+			diag:     s.diag,
+		}
+	case CredentialsDefault:
+		opts := []func(*awsconfig.LoadOptions) error{}
+		if s.http != nil {
+			opts = append(opts, awsconfig.WithHTTPClient(s.http))
+		}
+		ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("aws: credentials: default: load shared config: %w", err)
+		}
+		s.base = ac.Credentials
+		if s.base == nil {
+			return nil, errors.New("aws: credentials: default: the SDK chain has no credential provider")
+		}
+		if !imdsDisabled {
+			s.diag = &imdsDiag{endpoint: imdsEndpoint}
+			s.imds = newIMDS(imdsEndpoint, s.diag)
+		}
+		if s.regionFromConfig() == "" && ac.Region != "" {
+			s.cfg.Region = ac.Region // from the shared config file
+		}
+	default:
+		return nil, fmt.Errorf("aws: credentials %q: want %q or %q", cfg.Credentials, CredentialsIMDS, CredentialsDefault)
+	}
+
+	s.smView = &secretsManager{s: s}
+	s.ssmView = &parameterStore{s: s}
+	if r := s.regionFromConfig(); r != "" {
+		s.build(r)
+	}
+	return s, nil
+}
+
+// SecretsManager is the source for aws-sm:// refs.
+func (s *Source) SecretsManager() sources.Source { return s.smView }
+
+// SSM is the source for aws-ssm:// refs.
+func (s *Source) SSM() sources.Source { return s.ssmView }
+
+// Credentials returns the cached (and assumed-role) credentials, for Vault's
+// aws auth method. It resolves the region first when that must come from IMDS.
+func (s *Source) Credentials() aws.CredentialsProvider {
+	return aws.CredentialsProviderFunc(func(ctx context.Context) (aws.Credentials, error) {
+		if err := s.ready(ctx); err != nil {
+			return aws.Credentials{}, err
+		}
+		return s.creds.Retrieve(ctx)
+	})
+}
+
+// Check diagnoses the credentials at start-up: it resolves the region and
+// retrieves credentials (IMDS, then AssumeRole when configured), returning
+// an error worded for the operator (hop limit, no role attached, …).
+func (s *Source) Check(ctx context.Context) error {
+	c, err := s.credentials(ctx, "")
+	if err != nil {
+		return err
+	}
+	args := []any{"source", c.Source}
+	if c.CanExpire {
+		args = append(args, "expires", c.Expires.UTC().Format(time.RFC3339))
+	}
+	if ar := s.cfg.AssumeRole; ar != nil {
+		args = append(args, "role_arn", ar.RoleARN)
+	}
+	s.log.Info("aws credentials ready", args...)
+	return nil
+}
+
+// Region is the resolved region, or "" before it is known.
+func (s *Source) Region() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.region
+}
+
+func (s *Source) regionFromConfig() string {
+	switch {
+	case s.cfg.Region != "":
+		return s.cfg.Region
+	case s.env("AWS_REGION") != "":
+		return s.env("AWS_REGION")
+	default:
+		return s.env("AWS_DEFAULT_REGION")
+	}
+}
+
+// ready makes sure the region is known and the clients are built.
+func (s *Source) ready(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.region != "" {
+		return nil
+	}
+	if s.imds == nil {
+		return errors.New("aws: no region: set sources.aws.region or AWS_REGION (IMDS is disabled)")
+	}
+	s.diag.reset()
+	out, err := s.imds.GetRegion(ctx, &imds.GetRegionInput{})
+	if err != nil {
+		return fmt.Errorf("aws: no region configured and IMDS placement failed (set sources.aws.region or AWS_REGION): %w", s.diag.explain(err))
+	}
+	s.buildLocked(out.Region)
+	s.log.Info("aws region from IMDS placement", "region", out.Region)
+	return nil
+}
+
+func (s *Source) build(region string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buildLocked(region)
+}
+
+func (s *Source) buildLocked(region string) {
+	base := aws.Config{
+		Region:     region,
+		HTTPClient: s.http,
+		Retryer:    func() aws.Retryer { return newRetryer() },
+	}
+	creds := s.base
+	if ar := s.cfg.AssumeRole; ar != nil {
+		stsCfg := base
+		stsCfg.Credentials = s.base
+		client := sts.NewFromConfig(stsCfg, func(o *sts.Options) {
+			o.BaseEndpoint = s.endpoint("AWS_ENDPOINT_URL_STS")
+		})
+		creds = stscreds.NewAssumeRoleProvider(client, ar.RoleARN, func(o *stscreds.AssumeRoleOptions) {
+			o.RoleSessionName = ar.SessionName
+			if o.RoleSessionName == "" {
+				o.RoleSessionName = "phase-sidecar"
+			}
+			o.Duration = ar.Duration
+			if o.Duration == 0 {
+				o.Duration = time.Hour
+			}
+			if ar.ExternalID != "" {
+				o.ExternalID = aws.String(ar.ExternalID)
+			}
+			if ar.SourceIdentity != "" {
+				o.SourceIdentity = aws.String(ar.SourceIdentity)
+			}
+		})
+	}
+	if c, ok := creds.(*aws.CredentialsCache); ok {
+		s.creds = c
+	} else {
+		// Refresh 5–10 minutes before expiry, spread so that many sidecars
+		// do not hit STS at once.
+		s.creds = aws.NewCredentialsCache(creds, func(o *aws.CredentialsCacheOptions) {
+			o.ExpiryWindow = 10 * time.Minute
+			o.ExpiryWindowJitterFrac = 0.5
+		})
+	}
+	base.Credentials = s.creds
+	s.sm = secretsmanager.NewFromConfig(base, func(o *secretsmanager.Options) {
+		o.BaseEndpoint = s.endpoint("AWS_ENDPOINT_URL_SECRETS_MANAGER")
+	})
+	s.ssm = ssm.NewFromConfig(base, func(o *ssm.Options) {
+		o.BaseEndpoint = s.endpoint("AWS_ENDPOINT_URL_SSM")
+	})
+	s.region = region
+}
+
+// endpoint is the service-specific endpoint variable, else AWS_ENDPOINT_URL,
+// else nil (the SDK's resolver).
+func (s *Source) endpoint(serviceVar string) *string {
+	for _, k := range []string{serviceVar, "AWS_ENDPOINT_URL"} {
+		if v := s.env(k); v != "" {
+			return aws.String(v)
+		}
+	}
+	return nil
+}
+
+// credentials retrieves (cached) credentials, records their expiry and
+// returns an operator-worded error. label is the source metric label to
+// mark down on failure ("" for both).
+func (s *Source) credentials(ctx context.Context, label string) (aws.Credentials, error) {
+	if err := s.ready(ctx); err != nil {
+		s.setUp(label, false)
+		return aws.Credentials{}, err
+	}
+	c, err := s.creds.Retrieve(ctx)
+	if err != nil {
+		s.setUp(label, false)
+		return aws.Credentials{}, s.credentialError(err)
+	}
+	if s.metrics != nil && c.CanExpire {
+		for _, l := range labels(label) {
+			s.metrics.CredentialExpiry.WithLabelValues(l).Set(float64(c.Expires.Unix()))
+		}
+	}
+	return c, nil
+}
+
+// credentialError words a failed credential retrieval.
+func (s *Source) credentialError(err error) error {
+	var ie *IMDSError
+	if errors.As(err, &ie) {
+		if ar := s.cfg.AssumeRole; ar != nil {
+			return fmt.Errorf("aws: credentials for assuming %s: %w", ar.RoleARN, err)
+		}
+		return err
+	}
+	if ar := s.cfg.AssumeRole; ar != nil {
+		return s.classify(fmt.Sprintf("aws: credentials: assume role %s", ar.RoleARN), "sts:AssumeRole", err, sources.ErrAuth)
+	}
+	return s.classify("aws: credentials", "", err, sources.ErrAuth)
+}
+
+func labels(label string) []string {
+	if label == "" {
+		return []string{sources.AWSSM, sources.AWSSSM}
+	}
+	return []string{label}
+}
+
+func (s *Source) setUp(label string, up bool) {
+	if s.metrics == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	for _, l := range labels(label) {
+		s.metrics.SourceUp.WithLabelValues(l).Set(v)
+	}
+}
+
+// observe updates the source state after an API call: success resets the
+// throttling back-off, a throttle extends it for the whole AWS source.
+func (s *Source) observe(label string, err error) {
+	switch {
+	case err == nil:
+		s.gate.reset()
+		s.setUp(label, true)
+	case errors.Is(err, sources.ErrThrottled):
+		d := s.gate.throttled(time.Now())
+		s.log.Warn("aws throttled; backing off the whole source", "source", label, "backoff", d.String())
+	case errors.Is(err, sources.ErrAuth), errors.Is(err, sources.ErrUnavailable):
+		s.setUp(label, false)
+	default:
+		// Not found, permission: the source itself answers.
+		s.setUp(label, true)
+	}
+}
+
+// wait blocks for the throttling back-off and the rate limit.
+func (s *Source) wait(ctx context.Context) error {
+	if until := s.gate.until(); !until.IsZero() {
+		t := time.NewTimer(time.Until(until))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("aws: backing off after throttling until %s: %w", until.UTC().Format(time.RFC3339), errors.Join(sources.ErrThrottled, ctx.Err()))
+		case <-t.C:
+		}
+	}
+	if s.limiter != nil {
+		if err := s.limiter.Wait(ctx); err != nil {
+			return fmt.Errorf("aws: rate limit %g/s: %w", s.cfg.RateLimit, errors.Join(sources.ErrThrottled, err))
+		}
+	}
+	return nil
+}
+
+// gate is the source-wide back-off after ThrottlingException: exponential
+// from 1s to 1m with jitter, reset by the next success.
+type gate struct {
+	mu     sync.Mutex
+	strike int
+	open   time.Time
+}
+
+const (
+	throttleBase = time.Second
+	throttleMax  = time.Minute
+)
+
+func (g *gate) throttled(now time.Time) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	d := throttleBase << min(g.strike, 6)
+	d = min(d, throttleMax)
+	g.strike++
+	// Equal jitter: half fixed, half random.
+	d = d/2 + rand.N(d/2+1)
+	if t := now.Add(d); t.After(g.open) {
+		g.open = t
+	}
+	return d
+}
+
+func (g *gate) reset() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.strike = 0
+	g.open = time.Time{}
+}
+
+func (g *gate) until() time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if time.Now().After(g.open) {
+		return time.Time{}
+	}
+	return g.open
+}

@@ -1,0 +1,134 @@
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+// newRetryer is the SDK's standard retryer (3 attempts, exponential back-off
+// with full jitter, throttles retried); the source-wide back-off comes on top
+// when the retries are exhausted.
+func newRetryer() aws.Retryer { return retry.NewStandard() }
+
+// codeSentinel maps AWS error codes to the errors the engine decides on.
+var codeSentinel = map[string]error{
+	"AccessDeniedException":         sources.ErrPermission,
+	"AccessDenied":                  sources.ErrPermission,
+	"DecryptionFailure":             sources.ErrPermission, // KMS refused
+	"KMSAccessDeniedException":      sources.ErrPermission,
+	"ResourceNotFoundException":     sources.ErrNotFound,
+	"ParameterNotFound":             sources.ErrNotFound,
+	"ParameterVersionNotFound":      sources.ErrNotFound,
+	"ParameterVersionLabelNotFound": sources.ErrNotFound,
+	"ThrottlingException":           sources.ErrThrottled,
+	"Throttling":                    sources.ErrThrottled,
+	"TooManyRequestsException":      sources.ErrThrottled,
+	"RequestLimitExceeded":          sources.ErrThrottled,
+	"UnrecognizedClientException":   sources.ErrAuth,
+	"InvalidClientTokenId":          sources.ErrAuth,
+	"ExpiredTokenException":         sources.ErrAuth,
+	"ExpiredToken":                  sources.ErrAuth,
+	"InvalidSignatureException":     sources.ErrAuth,
+	"SignatureDoesNotMatch":         sources.ErrAuth,
+	"IncompleteSignature":           sources.ErrAuth,
+	"MissingAuthenticationToken":    sources.ErrAuth,
+	"InternalServiceError":          sources.ErrUnavailable,
+	"InternalServiceErrorException": sources.ErrUnavailable,
+	"InternalFailure":               sources.ErrUnavailable,
+	"InternalServerError":           sources.ErrUnavailable,
+	"ServiceUnavailable":            sources.ErrUnavailable,
+}
+
+// awsError is a classified AWS failure: a short message naming what was
+// being done, the sentinel, and the SDK error for errors.As.
+type awsError struct {
+	msg      string
+	sentinel error
+	err      error
+}
+
+func (e *awsError) Error() string { return e.msg }
+
+func (e *awsError) Unwrap() []error {
+	if e.sentinel == nil {
+		return []error{e.err}
+	}
+	return []error{e.sentinel, e.err}
+}
+
+// classify words err from an AWS call. what names the call and its
+// identifier ("aws-sm: get secret \"prod/db\""); action is the IAM action
+// for access-denied hints. fallback is the sentinel for unclassified errors
+// (nil: none). AWS error messages name resources and principals, never
+// values, so they are passed on.
+func (s *Source) classify(what, action string, err error, fallback error) error {
+	if err == nil {
+		return nil
+	}
+	var ie *IMDSError
+	if errors.As(err, &ie) {
+		return fmt.Errorf("%s: %w", what, ie)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return &awsError{msg: fmt.Sprintf("%s: %v", what, ctxErr(err)), err: err}
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		code, msg := ae.ErrorCode(), ae.ErrorMessage()
+		sentinel := codeSentinel[code]
+		if sentinel == nil {
+			sentinel = fallback
+		}
+		text := fmt.Sprintf("%s: %s: %s", what, code, msg)
+		switch sentinel {
+		case sources.ErrPermission:
+			who := "the instance role"
+			if ar := s.cfg.AssumeRole; ar != nil {
+				who = ar.RoleARN
+			} else if s.cfg.Credentials == CredentialsDefault {
+				who = "the SDK default credentials"
+			}
+			text = fmt.Sprintf("%s: access denied: %s needs %s (and kms:Decrypt on a customer-managed key): %s", what, who, action, msg)
+		case sources.ErrNotFound:
+			text = fmt.Sprintf("%s: not found (%s): %s", what, code, msg)
+		case sources.ErrThrottled:
+			text = fmt.Sprintf("%s: throttled by AWS (%s) after the SDK's retries; the whole AWS source backs off", what, code)
+		}
+		return &awsError{msg: text, sentinel: sentinel, err: err}
+	}
+	var qe *ratelimit.QuotaExceededError
+	if errors.As(err, &qe) {
+		return &awsError{msg: fmt.Sprintf("%s: the SDK's client-side retry quota is exhausted", what), sentinel: sources.ErrThrottled, err: err}
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
+		return &awsError{msg: fmt.Sprintf("%s: HTTP %d from AWS", what, re.HTTPStatusCode()), sentinel: sources.ErrUnavailable, err: err}
+	}
+	var se *smithyhttp.RequestSendError
+	var ne net.Error
+	if errors.As(err, &se) || errors.As(err, &ne) {
+		return &awsError{msg: fmt.Sprintf("%s: cannot reach AWS: %v", what, err), sentinel: sources.ErrUnavailable, err: err}
+	}
+	if fallback == nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return &awsError{msg: fmt.Sprintf("%s: %v", what, err), sentinel: fallback, err: err}
+}
+
+func ctxErr(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return context.DeadlineExceeded
+	}
+	return context.Canceled
+}
