@@ -74,8 +74,21 @@ var ErrRef = errors.New("invalid ref")
 // queryKeys lists the query parameters each kind accepts and how to check
 // their values.
 var queryKeys = map[string]map[string]func(string) error{
-	File:  {},
-	Vault: {"version": positiveInt},
+	File: {},
+	Vault: {
+		"version": positiveInt,
+		// split=true: no whole-object Value, so a ref without #field
+		// expands into one target per field.
+		"split": func(s string) error {
+			if s != "true" && s != "false" {
+				return errors.New(`want "true" or "false"`)
+			}
+			return nil
+		},
+		// PKI issue parameters (vault://pki/issue/ROLE?common_name=…).
+		"common_name": nonEmpty, "alt_names": nonEmpty, "ip_sans": nonEmpty, "uri_sans": nonEmpty,
+		"ttl": nonEmpty,
+	},
 	AWSSM: {"stage": nonEmpty, "version_id": nonEmpty},
 	AWSSSM: {"version": positiveInt, "label": nonEmpty, "recursive": func(s string) error {
 		if s != "true" && s != "false" {
