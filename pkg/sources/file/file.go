@@ -1,0 +1,315 @@
+// Package file is the mounted-file source: it reads secrets from files and
+// directories on local disk (Kubernetes secret and configmap volumes,
+// Docker/Compose secrets under /run/secrets, plain files) and watches them
+// with fsnotify so the engine hears about a change at once.
+//
+// A ref names a file or a directory:
+//
+//   - A regular file, or a symlink that resolves to one, is one object whose
+//     Value is the file's bytes, unchanged. Its Version is the short SHA-256 of
+//     the content.
+//   - A directory is one object with a field per regular file directly inside
+//     it; the field name is the file name, byte for byte. Symlinks to regular
+//     files count (kubelet's volumes look like password -> ..data/password).
+//     Names that start with "." are skipped (kubelet's ..data and ..2024_…
+//     generation directories, editors' swap and temp files), and so are
+//     subdirectories, dangling symlinks and anything that is not a regular
+//     file. Its Version hashes the sorted names and contents. The engine maps
+//     field NAME of a directory secret REDIS to the target redis_<name> and the
+//     variable REDIS_<NAME>_FILE; this package only supplies the names.
+//
+// Where a directory holds kubelet's ..data symlink, every field is read from
+// the one generation ..data points at, so a directory object never mixes two
+// generations; a generation removed mid-read is retried on the new one.
+//
+// Files larger than Options.MaxSize are refused; at most MaxSize+1 bytes are
+// ever read. Errors name the path, never content, and wrap sources.ErrNotFound,
+// sources.ErrPermission or sources.ErrTooLarge so the engine can classify them.
+package file
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+// DefaultMaxSize applies when Options.MaxSize is zero or negative.
+const DefaultMaxSize = 1 << 20
+
+// dataDir is the symlink kubelet's AtomicWriter swaps to publish a generation.
+const dataDir = "..data"
+
+// Options configures the source.
+type Options struct {
+	// MaxSize is the largest file accepted, in bytes (config key
+	// max_file_size). Zero means DefaultMaxSize.
+	MaxSize int64
+	Logger  *slog.Logger
+}
+
+// Source reads and watches mounted files. It is safe for concurrent use.
+type Source struct {
+	maxSize int64
+	logger  *slog.Logger
+
+	// Test hooks, nil in production.
+	settle    time.Duration // coalescing window of Watch; zero means defaultSettle
+	onWatched func()        // called once Watch has set up its initial watches
+}
+
+var (
+	_ sources.Source  = (*Source)(nil)
+	_ sources.Watcher = (*Source)(nil)
+)
+
+// New returns a file source.
+func New(o Options) *Source {
+	if o.MaxSize <= 0 {
+		o.MaxSize = DefaultMaxSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Source{maxSize: o.MaxSize, logger: o.Logger.With("component", "source", "source", sources.File)}
+}
+
+// Fetch reads the file or directory ref.Path names.
+func (s *Source) Fetch(ctx context.Context, ref sources.Ref) (sources.Object, error) {
+	if err := ctx.Err(); err != nil {
+		return sources.Object{}, err
+	}
+	if ref.Kind != sources.File {
+		return sources.Object{}, fmt.Errorf("file: ref %s is not a file ref", ref)
+	}
+	path := filepath.Clean(ref.Path)
+	if !filepath.IsAbs(path) {
+		return sources.Object{}, fmt.Errorf("file: %q is not an absolute path", ref.Path)
+	}
+
+	f, err := open(path)
+	if err != nil {
+		return sources.Object{}, fail("open", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return sources.Object{}, fail("stat", path, err)
+	}
+	switch {
+	case fi.Mode().IsRegular():
+		b, err := s.read(f, fi, path)
+		f.Close()
+		if err != nil {
+			return sources.Object{}, err
+		}
+		o := sources.Object{Value: secret.New(b), Version: sources.ShortHash(sha256.Sum256(b))}
+		clear(b) // secret.New copied it; leave no stray plaintext for the GC
+		return o, nil
+	case fi.IsDir():
+		f.Close()
+		return s.fetchDir(ctx, path)
+	default:
+		f.Close()
+		return sources.Object{}, fmt.Errorf("file: read %q: not a regular file or directory (%s)", path, fi.Mode().Type())
+	}
+}
+
+// fetchDir reads a directory object, from the generation ..data points at
+// when there is one. Kubelet removes the old generation right after the swap,
+// so a read that loses a file to that removal starts again on the new one.
+func (s *Source) fetchDir(ctx context.Context, dir string) (sources.Object, error) {
+	const attempts = 5
+	var err error
+	for range attempts {
+		base := dir
+		if gen, ok := generation(dir); ok {
+			base = gen
+		}
+		var o sources.Object
+		o, err = s.readDir(ctx, base)
+		if err == nil || base == dir || !errors.Is(err, sources.ErrNotFound) {
+			return o, err
+		}
+		s.logger.Debug("generation vanished during read, retrying", "path", dir)
+	}
+	return sources.Object{}, err
+}
+
+// generation resolves dir/..data to the directory it points at.
+func generation(dir string) (string, bool) {
+	gen, err := filepath.EvalSymlinks(filepath.Join(dir, dataDir))
+	if err != nil {
+		return "", false
+	}
+	fi, err := os.Stat(gen)
+	if err != nil || !fi.IsDir() {
+		return "", false
+	}
+	return gen, true
+}
+
+func (s *Source) readDir(ctx context.Context, dir string) (sources.Object, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return sources.Object{}, fail("open", dir, err)
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return sources.Object{}, fail("list", dir, err)
+	}
+	slices.Sort(names)
+
+	fields := make(map[string]secret.Value, len(names))
+	h := sha256.New()
+	var n [8]byte
+	for _, name := range names {
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return sources.Object{}, err
+		}
+		p := filepath.Join(dir, name)
+		b, ok, err := s.readEntry(p)
+		if err != nil {
+			return sources.Object{}, err
+		}
+		if !ok {
+			continue
+		}
+		// Length-prefixed so no two different directories hash alike.
+		binary.BigEndian.PutUint64(n[:], uint64(len(name)))
+		h.Write(n[:])
+		h.Write([]byte(name))
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+		fields[name] = secret.New(b)
+		clear(b)
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sources.Object{Fields: fields, Version: sources.ShortHash(sum)}, nil
+}
+
+// readEntry reads one directory entry; ok is false for entries that are not
+// fields (subdirectories, dangling symlinks, devices, fifos, sockets).
+func (s *Source) readEntry(path string) (b []byte, ok bool, err error) {
+	f, err := open(path)
+	if err != nil {
+		if isDangling(path, err) {
+			s.logger.Debug("skipping dangling symlink", "path", path)
+			return nil, false, nil
+		}
+		return nil, false, fail("open", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, fail("stat", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, false, nil
+	}
+	b, err = s.read(f, fi, path)
+	return b, err == nil, err
+}
+
+// isDangling reports whether path failed to open because it is a symlink
+// whose target is missing (rather than a file that vanished).
+func isDangling(path string, err error) bool {
+	if !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	fi, lerr := os.Lstat(path)
+	return lerr == nil && fi.Mode()&fs.ModeSymlink != 0
+}
+
+// read reads f whole, refusing more than s.maxSize bytes; it never reads
+// more than maxSize+1.
+func (s *Source) read(f *os.File, fi fs.FileInfo, path string) ([]byte, error) {
+	if fi.Size() > s.maxSize {
+		return nil, tooLarge(path, fi.Size(), s.maxSize)
+	}
+	// One byte past the stat size, so a file read whole hits EOF without
+	// growing the buffer; files that report size 0 (procfs) grow as needed.
+	b := make([]byte, 0, fi.Size()+1)
+	for {
+		if len(b) == cap(b) {
+			b = growCapped(b, s.maxSize+1)
+		}
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if int64(len(b)) > s.maxSize {
+			clear(b)
+			return nil, tooLarge(path, -1, s.maxSize)
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			clear(b)
+			return nil, fail("read", path, err)
+		}
+	}
+}
+
+// growCapped returns b with more capacity, never beyond limit.
+func growCapped(b []byte, limit int64) []byte {
+	want := max(int64(cap(b))*2, 512)
+	want = min(want, limit)
+	nb := make([]byte, len(b), want)
+	copy(nb, b)
+	clear(b)
+	return nb
+}
+
+// tooLarge names the path, the size (negative when only known to exceed the
+// limit) and the limit with the config key that sets it.
+func tooLarge(path string, size, limit int64) error {
+	got := fmt.Sprintf("more than %d bytes", limit)
+	if size >= 0 {
+		got = fmt.Sprintf("%d bytes", size)
+	}
+	return fmt.Errorf("file: read %q: %s, over the limit of %d bytes (max_file_size): %w", path, got, limit, sources.ErrTooLarge)
+}
+
+// open opens path for reading without blocking on a fifo, which Fetch then
+// refuses as not regular.
+func open(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+}
+
+// fail wraps err in the sentinel the engine classifies on, next to the
+// underlying errno. The errno alone is kept, not the *PathError, whose text
+// would repeat the path.
+func fail(op, path string, err error) error {
+	cause := err
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		cause = pe.Err
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("file: %s %q: %w: %w", op, path, sources.ErrNotFound, cause)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("file: %s %q: %w: %w", op, path, sources.ErrPermission, cause)
+	default:
+		return fmt.Errorf("file: %s %q: %w", op, path, cause)
+	}
+}
