@@ -116,15 +116,15 @@ func (c *Catalogue) Targets() []Target {
 	for _, ct := range Containers {
 		ts = append(ts,
 			Target{
-				Path:  "phase/configs/" + ct + "-vault.yaml",
-				Title: "Phase " + ct + " container, secrets from Vault (Kubernetes auth).",
+				Path:       "phase/configs/" + ct + "-vault.yaml",
+				Title:      "Phase " + ct + " container, secrets from Vault (Kubernetes auth).",
 				Containers: []string{ct}, Source: "vault", OutputDir: "/run/secrets", Listen: ":9102",
 				VaultAddress: "https://vault.vault.svc:8200", VaultAuth: k8sVault,
 				Reload: c.SignalReload(ct),
 			},
 			Target{
-				Path:  "phase/configs/" + ct + "-aws.yaml",
-				Title: "Phase " + ct + " container, secrets from AWS Secrets Manager (EC2 instance role over IMDSv2).",
+				Path:       "phase/configs/" + ct + "-aws.yaml",
+				Title:      "Phase " + ct + " container, secrets from AWS Secrets Manager (EC2 instance role over IMDSv2).",
 				Containers: []string{ct}, Source: "aws", OutputDir: "/run/secrets", Listen: ":9102",
 				AWSRegion: "eu-west-1", AWSCredentials: "imds",
 				Reload: c.SignalReload(ct),
@@ -132,22 +132,22 @@ func (c *Catalogue) Targets() []Target {
 	}
 	ts = append(ts,
 		Target{
-			Path:  "kubernetes/overlays/vault/phase-sidecar.yaml",
-			Title: "Kubernetes overlay vault: the backend's sidecar, Vault Kubernetes auth.",
+			Path:       "kubernetes/overlays/vault/phase-sidecar.yaml",
+			Title:      "Kubernetes overlay vault: the backend's sidecar, Vault Kubernetes auth.",
 			Containers: []string{"backend"}, Source: "vault", OutputDir: "/run/secrets", Listen: ":9102",
 			VaultAddress: "https://vault.vault.svc:8200", VaultAuth: k8sVault,
 			Reload: c.SignalReload("backend"),
 		},
 		Target{
-			Path:  "kubernetes/overlays/aws/phase-sidecar.yaml",
-			Title: "Kubernetes overlay aws: the backend's sidecar, IRSA web identity via the SDK chain.",
+			Path:       "kubernetes/overlays/aws/phase-sidecar.yaml",
+			Title:      "Kubernetes overlay aws: the backend's sidecar, IRSA web identity via the SDK chain.",
 			Containers: []string{"backend"}, Source: "aws", OutputDir: "/run/secrets", Listen: ":9102",
 			AWSRegion: "eu-west-1", AWSCredentials: "default",
 			Reload: c.SignalReload("backend"),
 		},
 		Target{
-			Path:  "compose/phase-sidecar.yaml",
-			Title: "Docker Compose: one sidecar for backend, worker and frontend; Vault AppRole auth.",
+			Path:       "compose/phase-sidecar.yaml",
+			Title:      "Docker Compose: one sidecar for backend, worker and frontend; Vault AppRole auth.",
 			Containers: Containers, Source: "vault", OutputDir: "/run/secrets", Listen: ":9102",
 			VaultAddress: "https://vault.example.internal:8200",
 			VaultAuth: []string{

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs Prometheus and promtool (Debian's prometheus package) when missing
 # and prints a path on the last line of stdout:
-#   test/tools/prometheus.sh            -> promtool   (PHASE_TEST_PROMTOOL)
-#   test/tools/prometheus.sh --server   -> prometheus (PHASE_TEST_PROMETHEUS)
+#   test/tools/prometheus.sh             -> prometheus (the server)
+#   test/tools/prometheus.sh --promtool  -> promtool (test/tools/promtool.sh)
+# env: PHASE_TEST_PROMETHEUS
 # Idempotent. The package's own service is stopped and disabled: tests start
 # their own server on free ports with their own data dir.
 set -euo pipefail
 
-want=promtool
-if [[ "${1:-}" == "--server" ]]; then
-	want=prometheus
+want=prometheus
+if [[ "${1:-}" == "--promtool" ]]; then
+	want=promtool
 fi
 
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
