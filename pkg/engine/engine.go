@@ -1,0 +1,558 @@
+// Package engine schedules fetches, detects change, writes targets through
+// the sink and keeps the status that metrics, /readyz and /v1/status show.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+// Sink is the part of *sink.Dir the engine uses.
+type Sink interface {
+	Write(f sink.File) (changed bool, err error)
+	WriteBundle(bundle string, files []sink.File) (changed bool, err error)
+	Path(name string) string
+}
+
+var _ Sink = (*sink.Dir)(nil)
+
+// Change is a batch of secrets whose targets changed, reported after every
+// file of the batch is in place.
+type Change struct {
+	Secrets []string
+	// Initial is true for changes made by the first sync of each secret,
+	// which the app reads at start-up anyway.
+	Initial bool
+}
+
+// Options wires an Engine.
+type Options struct {
+	Config   *config.Config
+	Sources  map[string]sources.Source // by kind: sources.File, sources.Vault, …
+	Sink     Sink
+	Metrics  *metrics.Metrics
+	Logger   *slog.Logger
+	OnChange func(Change) // called from worker goroutines; must not block for long
+}
+
+// Backoff bounds for failed fetches and writes.
+const (
+	backoffBase = time.Second
+	backoffMax  = 5 * time.Minute
+)
+
+// Engine keeps every configured secret in sync.
+type Engine struct {
+	cfg     *config.Config
+	srcs    map[string]sources.Source
+	sink    Sink
+	m       *metrics.Metrics
+	log     *slog.Logger
+	change  func(Change)
+	jobs    []*job // fixed after New; their scheduling fields are guarded by mu
+	secrets []*state
+	byObj   map[string]*job // object key → job, for watcher hints
+
+	mu      sync.Mutex // guards the per-secret status and job scheduling fields
+	wake    chan struct{}
+	readyC  chan struct{}
+	ready   bool
+	now     func() time.Time
+	started time.Time
+}
+
+// New checks that every secret has a source and prepares the plan.
+func New(o Options) (*Engine, error) {
+	e := &Engine{
+		cfg:    o.Config,
+		srcs:   o.Sources,
+		sink:   o.Sink,
+		m:      o.Metrics,
+		log:    o.Logger,
+		change: o.OnChange,
+		byObj:  map[string]*job{},
+		wake:   make(chan struct{}, 1),
+		readyC: make(chan struct{}),
+		now:    time.Now,
+	}
+	e.started = e.now()
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.log = e.log.With("component", "engine")
+	var missing []string
+	for i := range o.Config.Secrets {
+		sc := o.Config.Secrets[i]
+		if _, ok := e.srcs[sc.Ref.Kind]; !ok {
+			missing = append(missing, fmt.Sprintf("secret %s: source %q is not available in this build/config", sc.Name, sc.Ref.Kind))
+			continue
+		}
+		e.secrets = append(e.secrets, &state{cfg: sc, target: target(sc)})
+	}
+	if len(missing) > 0 {
+		return nil, errors.New(strings.Join(missing, "\n"))
+	}
+	e.jobs = plan(e.secrets)
+	for _, j := range e.jobs {
+		for _, ob := range j.objects {
+			e.byObj[ob.key] = j
+		}
+	}
+	for _, s := range e.secrets {
+		l := s.labels()
+		e.m.SecretInfo.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind, s.cfg.Ref.String(), s.target, strconv.FormatBool(s.cfg.Required)).Set(1)
+		e.m.SecretLastSuccess.WithLabelValues(l...)
+		e.m.SecretLastChange.WithLabelValues(l...)
+		e.m.SecretStale.WithLabelValues(l...)
+		e.m.SecretWriteErrors.WithLabelValues(l...)
+	}
+	for kind := range e.srcs {
+		for _, r := range []string{"success", "error"} {
+			e.m.SourceRequests.WithLabelValues(kind, r)
+		}
+		e.m.SourceRequestDuration.WithLabelValues(kind)
+	}
+	e.checkReady()
+	return e, nil
+}
+
+// Once syncs every secret one time, without retries, and reports the
+// required secrets that were not written.
+func (e *Engine) Once(ctx context.Context) error {
+	e.runJobs(ctx, e.jobs, false)
+	var failed []string
+	for _, st := range e.Status() {
+		if st.Required && !st.Written {
+			failed = append(failed, fmt.Sprintf("%s (%s): %s", st.Name, st.Ref, st.LastError))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d required secret(s) not written:\n  %s", len(failed), strings.Join(failed, "\n  "))
+	}
+	return nil
+}
+
+// Ready is closed once every required secret has been written.
+func (e *Engine) Ready() <-chan struct{} { return e.readyC }
+
+// Run syncs everything, then keeps each job on its schedule until ctx ends.
+// It returns nil on cancellation after the work in flight has finished.
+func (e *Engine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// Watchers only wake the scheduler; content decides.
+	for kind, src := range e.srcs {
+		w, ok := src.(sources.Watcher)
+		if !ok {
+			continue
+		}
+		var refs []sources.Ref
+		for _, j := range e.jobs {
+			for _, ob := range j.objects {
+				if ob.ref.Kind == kind {
+					refs = append(refs, ob.ref)
+				}
+			}
+		}
+		if len(refs) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Watch(ctx, refs, e.hint); err != nil && ctx.Err() == nil {
+				e.log.Warn("watcher stopped; periodic re-checks continue", "source", kind, "err", err)
+			}
+		}()
+	}
+
+	e.runJobs(ctx, e.jobs, true)
+	e.schedule(ctx)
+	return nil
+}
+
+// hint marks the job of ref due now.
+func (e *Engine) hint(ref sources.Ref) {
+	j, ok := e.byObj[ref.Object()]
+	if !ok {
+		return
+	}
+	e.mu.Lock()
+	j.due = e.now()
+	j.hinted = true
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// schedule runs due jobs until ctx ends. A single timer sleeps until the
+// earliest due job, so an idle sidecar does no work between refreshes.
+func (e *Engine) schedule(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, max(e.cfg.Concurrency, 1))
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := e.now()
+		var due []*job
+		next := now.Add(24 * time.Hour)
+		e.mu.Lock()
+		for _, j := range e.jobs {
+			if j.running {
+				continue
+			}
+			if !j.due.After(now) {
+				due = append(due, j)
+				j.running = true
+				j.hinted = false
+			} else if j.due.Before(next) {
+				next = j.due
+			}
+		}
+		e.mu.Unlock()
+		if len(due) > 0 {
+			e.dispatch(ctx, due, true, sem, &wg)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if len(due) > 0 {
+			continue
+		}
+		timer.Reset(next.Sub(now))
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		case <-timer.C:
+		}
+	}
+}
+
+// runJobs runs the given jobs and waits for them.
+func (e *Engine) runJobs(ctx context.Context, jobs []*job, reschedule bool) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(e.cfg.Concurrency, 1))
+	e.dispatch(ctx, jobs, reschedule, sem, &wg)
+	wg.Wait()
+}
+
+// dispatch starts the given jobs with at most cap(sem) in flight, batching
+// single-object jobs of sources that can batch. It blocks only while every
+// worker is busy.
+func (e *Engine) dispatch(ctx context.Context, jobs []*job, reschedule bool, sem chan struct{}, wg *sync.WaitGroup) {
+	var units [][]*job
+	batches := map[string][]*job{}
+	for _, j := range jobs {
+		kind := j.objects[0].ref.Kind
+		if _, ok := e.srcs[kind].(sources.Batcher); ok && len(j.objects) == 1 {
+			batches[kind] = append(batches[kind], j)
+			continue
+		}
+		units = append(units, []*job{j})
+	}
+	for _, kind := range sources.Kinds {
+		if bj := batches[kind]; len(bj) > 0 {
+			units = append(units, bj)
+		}
+	}
+	for i, u := range units {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			e.release(units[i:])
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, ok := e.srcs[u[0].objects[0].ref.Kind].(sources.Batcher); ok && len(u[0].objects) == 1 {
+				e.runBatch(ctx, u, reschedule)
+				return
+			}
+			e.runJob(ctx, u[0], nil, reschedule)
+		}()
+	}
+}
+
+// release marks jobs that will not run as idle again.
+func (e *Engine) release(units [][]*job) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, u := range units {
+		for _, j := range u {
+			j.running = false
+		}
+	}
+}
+
+// runBatch reads the objects of single-object jobs of one source in one
+// batch call, then completes each job.
+func (e *Engine) runBatch(ctx context.Context, jobs []*job, reschedule bool) {
+	kind := jobs[0].objects[0].ref.Kind
+	b := e.srcs[kind].(sources.Batcher)
+	refs := make([]sources.Ref, len(jobs))
+	for i, j := range jobs {
+		refs[i] = j.objects[0].ref
+	}
+	start := e.now()
+	results := b.FetchBatch(ctx, refs)
+	e.observe(kind, start, firstErr(results))
+	for i, j := range jobs {
+		r := sources.Result{Err: fmt.Errorf("%s: batch returned no result for %s", kind, refs[i])}
+		if i < len(results) {
+			r = results[i]
+		}
+		e.runJob(ctx, j, []sources.Result{r}, reschedule)
+	}
+}
+
+func firstErr(rs []sources.Result) error {
+	for _, r := range rs {
+		if r.Err != nil && !errors.Is(r.Err, sources.ErrNotFound) {
+			return r.Err
+		}
+	}
+	return nil
+}
+
+// observe records one request to a source.
+func (e *Engine) observe(kind string, start time.Time, err error) {
+	e.m.SourceRequestDuration.WithLabelValues(kind).Observe(e.now().Sub(start).Seconds())
+	result, up := "success", 1.0
+	// A missing object is an answer; the source itself is up.
+	if err != nil && !errors.Is(err, sources.ErrNotFound) && !errors.Is(err, sources.ErrFieldNotFound) {
+		result, up = "error", 0
+	}
+	e.m.SourceRequests.WithLabelValues(kind, result).Inc()
+	e.m.SourceUp.WithLabelValues(kind).Set(up)
+}
+
+// runJob fetches the job's objects (unless results are given), writes what
+// changed and schedules the next run.
+func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, reschedule bool) {
+	if results == nil {
+		results = make([]sources.Result, len(j.objects))
+		for i, ob := range j.objects {
+			if ctx.Err() != nil {
+				results[i].Err = ctx.Err()
+				continue
+			}
+			start := e.now()
+			obj, err := e.srcs[ob.ref.Kind].Fetch(ctx, ob.ref)
+			e.observe(ob.ref.Kind, start, err)
+			results[i] = sources.Result{Object: obj, Err: err}
+		}
+	}
+	if ctx.Err() != nil && reschedule {
+		return // shutting down: nothing half-done is written
+	}
+	now := e.now()
+	objs := make(map[string]sources.Object, len(j.objects))
+	var fetchErr error
+	for i, ob := range j.objects {
+		if err := results[i].Err; err != nil {
+			e.fetchFailed(j, ob, err)
+			if fetchErr == nil {
+				fetchErr = err
+			}
+			continue
+		}
+		objs[ob.key] = results[i].Object
+	}
+	// A bundle is written only from a complete set of fresh objects.
+	bundles := map[string][]sink.File{}
+	bundleMembers := map[string][]*state{}
+	var changed []string
+	initial := true
+	writeErr := false
+	for _, s := range j.secrets {
+		obj, ok := objs[s.cfg.Ref.Object()]
+		if !ok {
+			continue
+		}
+		if s.cfg.Bundle != "" && fetchErr != nil {
+			continue
+		}
+		files, err := e.render(s, obj)
+		if err != nil {
+			e.secretFailed(s, err, now)
+			writeErr = true
+			continue
+		}
+		if s.cfg.Bundle != "" {
+			bundles[s.cfg.Bundle] = append(bundles[s.cfg.Bundle], files...)
+			bundleMembers[s.cfg.Bundle] = append(bundleMembers[s.cfg.Bundle], s)
+			continue
+		}
+		ch, werr := false, error(nil)
+		for _, f := range files {
+			c, err := e.sink.Write(f)
+			if err != nil {
+				werr = err
+				break
+			}
+			ch = ch || c
+		}
+		if werr != nil {
+			e.writeFailed(s, werr)
+			writeErr = true
+			continue
+		}
+		if e.synced(s, obj, ch, now) {
+			changed = append(changed, s.cfg.Name)
+			initial = initial && s.firstChange
+		}
+	}
+	for b, files := range bundles {
+		ch, err := e.sink.WriteBundle(b, files)
+		for _, s := range bundleMembers[b] {
+			if err != nil {
+				e.writeFailed(s, err)
+				writeErr = true
+				continue
+			}
+			if e.synced(s, objs[s.cfg.Ref.Object()], ch, now) {
+				changed = append(changed, s.cfg.Name)
+				initial = initial && s.firstChange
+			}
+		}
+	}
+	e.checkReady()
+	if len(changed) > 0 && e.change != nil {
+		e.change(Change{Secrets: changed, Initial: initial})
+	}
+	if !reschedule {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if fetchErr != nil || writeErr {
+		j.attempt++
+		d := backoff(j.attempt, e.interval(j))
+		j.due = now.Add(d)
+		e.log.Debug("retry scheduled", "secret", j.secrets[0].cfg.Name, "attempt", j.attempt, "backoff", d.String())
+	} else {
+		j.attempt = 0
+		j.due = now.Add(jitter(e.interval(j)))
+		for _, ob := range j.objects {
+			if o, ok := objs[ob.key]; ok && !o.RefreshAt.IsZero() && o.RefreshAt.Before(j.due) {
+				j.due = o.RefreshAt
+			}
+		}
+	}
+	if j.hinted {
+		// A hint arrived while this job ran; run it again now.
+		j.due = now
+	}
+	j.running = false
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// interval is the job's refresh interval: the shortest of its secrets'.
+func (e *Engine) interval(j *job) time.Duration {
+	d := time.Duration(0)
+	for _, s := range j.secrets {
+		r := s.cfg.Refresh
+		if r <= 0 {
+			r = e.cfg.Refresh
+		}
+		if s.cfg.Ref.Kind == sources.File && e.cfg.Sources.File.Recheck > 0 && e.cfg.Sources.File.Recheck < r {
+			r = e.cfg.Sources.File.Recheck
+		}
+		if d == 0 || r < d {
+			d = r
+		}
+	}
+	if d <= 0 {
+		d = time.Minute
+	}
+	return d
+}
+
+// jitter spreads d by ±10%.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}
+
+// backoff is exponential with full jitter, capped by backoffMax and by the
+// job's interval, and never below a tenth of the base.
+func backoff(attempt int, interval time.Duration) time.Duration {
+	ceil := backoffBase << min(attempt-1, 20)
+	ceil = min(ceil, backoffMax, max(interval, backoffBase))
+	return max(time.Duration(rand.Int64N(int64(ceil)+1)), backoffBase/10)
+}
+
+// render turns a fetched object into the files of one secret.
+func (e *Engine) render(s *state, obj sources.Object) ([]sink.File, error) {
+	mk := func(name string, v secret.Value) sink.File {
+		return sink.File{Name: name, Data: newline(v.Reveal(), s.cfg.Newline), Mode: s.cfg.Mode, UID: s.cfg.UID, GID: s.cfg.GID}
+	}
+	if s.cfg.Ref.Field == "" && obj.Expands() {
+		if s.cfg.Bundle != "" {
+			return nil, fmt.Errorf("%s is a collection (directory or path); bundle members need a single value", s.cfg.Ref)
+		}
+		files := make([]sink.File, 0, len(obj.Fields))
+		names := make([]string, 0, len(obj.Fields))
+		for _, k := range obj.Keys() {
+			n := expandedName(s.cfg.File, k)
+			files = append(files, mk(n, obj.Fields[k]))
+			names = append(names, n)
+		}
+		e.mu.Lock()
+		s.expanded = names
+		e.mu.Unlock()
+		return files, nil
+	}
+	v, err := obj.Select(s.cfg.Ref.Field)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.cfg.Ref, err)
+	}
+	name := s.cfg.File
+	return []sink.File{mk(name, v)}, nil
+}
+
+// newline applies the secret's newline policy.
+func newline(b []byte, policy string) []byte {
+	switch policy {
+	case "strip":
+		for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+			b = b[:len(b)-1]
+		}
+	case "add":
+		for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+			b = b[:len(b)-1]
+		}
+		b = append(b[:len(b):len(b)], '\n')
+	}
+	return b
+}

@@ -1,0 +1,109 @@
+package engine
+
+import (
+	"strings"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+// job is the unit of scheduling: the source objects that must be read
+// together (one object, or every object feeding one bundle) and the secrets
+// they feed.
+type job struct {
+	id      int
+	objects []object
+	secrets []*state
+	schedule
+}
+
+// object is one source object, read once per cycle however many secrets
+// select fields from it.
+type object struct {
+	key     string // sources.Ref.Object()
+	ref     sources.Ref
+	version string // last version written in full; "" until then
+}
+
+// plan groups secrets into jobs: secrets that share an object share a job,
+// and so do all objects that feed one bundle, so that a bundle is always
+// published from values read in the same cycle.
+func plan(secrets []*state) []*job {
+	// Union-find over objects: each bundle joins the objects of its members.
+	parent := map[string]string{}
+	var find func(string) string
+	find = func(k string) string {
+		if p, ok := parent[k]; ok && p != k {
+			r := find(p)
+			parent[k] = r
+			return r
+		}
+		parent[k] = k
+		return k
+	}
+	bundleObj := map[string]string{}
+	for _, s := range secrets {
+		k := s.cfg.Ref.Object()
+		find(k)
+		if b := s.cfg.Bundle; b != "" {
+			if first, ok := bundleObj[b]; ok {
+				parent[find(k)] = find(first)
+			} else {
+				bundleObj[b] = k
+			}
+		}
+	}
+	byRoot := map[string]*job{}
+	var jobs []*job
+	for _, s := range secrets {
+		k := s.cfg.Ref.Object()
+		r := find(k)
+		j, ok := byRoot[r]
+		if !ok {
+			j = &job{id: len(jobs)}
+			byRoot[r] = j
+			jobs = append(jobs, j)
+		}
+		found := false
+		for _, o := range j.objects {
+			if o.key == k {
+				found = true
+				break
+			}
+		}
+		if !found {
+			j.objects = append(j.objects, object{key: k, ref: s.cfg.Ref})
+		}
+		j.secrets = append(j.secrets, s)
+		s.job = j
+	}
+	return jobs
+}
+
+// expandedName maps field key of an expanding secret (a directory, a
+// recursive parameter path, a split Vault object) to its target file and
+// variable: secret REDIS, field password → file redis_password, variable
+// REDIS_PASSWORD. Characters outside [A-Za-z0-9_.-] become '_'.
+func expandedName(prefix, key string) string {
+	var b strings.Builder
+	b.Grow(len(prefix) + 1 + len(key))
+	b.WriteString(prefix)
+	b.WriteByte('_')
+	for _, r := range key {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}
+
+// target is the name of a secret's file relative to the output directory.
+func target(s config.Secret) string {
+	if s.Bundle != "" {
+		return s.Bundle + "/" + s.File
+	}
+	return s.File
+}

@@ -1,0 +1,213 @@
+package engine
+
+import (
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+// state is what the engine knows about one secret. Fields after cfg and
+// target are guarded by Engine.mu.
+type state struct {
+	cfg    config.Secret
+	target string
+	job    *job
+
+	written     bool // synced at least once by this process
+	firstChange bool // the latest change was this process's first write
+	version     string
+	lastSuccess time.Time
+	lastChange  time.Time
+	lastError   string
+	errorSince  time.Time
+	expiry      time.Time
+	expanded    []string // target names of an expanding secret
+}
+
+func (s *state) labels() []string { return []string{s.cfg.Name, s.cfg.Ref.Kind} }
+
+// job scheduling fields, guarded by Engine.mu.
+type schedule struct {
+	due     time.Time
+	attempt int
+	running bool
+	hinted  bool
+}
+
+// fetchFailed records a failed fetch for every secret reading ob. The last
+// good target stays as it is.
+func (e *Engine) fetchFailed(j *job, ob object, err error) {
+	reason := sources.Reason(err)
+	for _, s := range j.secrets {
+		if s.cfg.Ref.Object() != ob.key && s.cfg.Bundle == "" {
+			continue
+		}
+		e.m.SecretFetchErrors.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind, reason).Inc()
+		e.setError(s, err)
+		lvl := e.log.Warn
+		if !s.cfg.Required && errors.Is(err, sources.ErrNotFound) {
+			lvl = e.log.Info
+		}
+		lvl("fetch failed; keeping the last good file", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "path", s.cfg.Ref.String(), "err", err)
+	}
+}
+
+// secretFailed records an error selecting or rendering a secret's value.
+func (e *Engine) secretFailed(s *state, err error, _ time.Time) {
+	e.m.SecretFetchErrors.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind, sources.Reason(err)).Inc()
+	e.setError(s, err)
+	e.log.Warn("cannot select the value; keeping the last good file", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "err", err)
+}
+
+// writeFailed records a failed write; the sink left the old file intact.
+func (e *Engine) writeFailed(s *state, err error) {
+	e.m.SecretWriteErrors.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind).Inc()
+	e.setError(s, err)
+	e.log.Error("write failed; the old file stays", "secret", s.cfg.Name, "path", e.sink.Path(s.target), "err", err)
+}
+
+func (e *Engine) setError(s *state, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s.lastError = err.Error()
+	if s.errorSince.IsZero() {
+		s.errorSince = e.now()
+	}
+}
+
+// synced records a successful sync and reports whether the target changed.
+func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Time) bool {
+	l := s.labels()
+	e.mu.Lock()
+	first := !s.written
+	s.written = true
+	s.version = obj.Version
+	s.lastSuccess = now
+	s.lastError = ""
+	s.errorSince = time.Time{}
+	s.expiry = obj.Expiry
+	if changed {
+		s.lastChange = now
+		s.firstChange = first
+	}
+	e.mu.Unlock()
+	e.m.SecretLastSuccess.WithLabelValues(l...).Set(float64(now.UnixNano()) / 1e9)
+	e.m.SecretStale.WithLabelValues(l...).Set(0)
+	if !obj.Expiry.IsZero() {
+		e.m.SecretExpiry.WithLabelValues(l...).Set(float64(obj.Expiry.Unix()))
+	}
+	if changed {
+		e.m.SecretLastChange.WithLabelValues(l...).Set(float64(now.UnixNano()) / 1e9)
+		e.log.Info("secret written", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "path", e.sink.Path(s.target), "version", obj.Version)
+	} else {
+		e.log.Debug("secret unchanged", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "version", obj.Version)
+	}
+	return changed
+}
+
+// checkReady closes Ready once every required secret is written.
+func (e *Engine) checkReady() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ready {
+		return
+	}
+	for _, s := range e.secrets {
+		if s.cfg.Required && !s.written {
+			return
+		}
+	}
+	e.ready = true
+	e.m.Ready.Set(1)
+	close(e.readyC)
+	e.log.Info("ready: every required secret is written")
+}
+
+// SecretStatus is one secret in /v1/status. It never holds a value.
+type SecretStatus struct {
+	Name       string     `json:"name"`
+	Source     string     `json:"source"`
+	Ref        string     `json:"ref"`
+	Path       string     `json:"path"`
+	Files      []string   `json:"files,omitempty"` // targets of an expanding secret
+	Bundle     string     `json:"bundle,omitempty"`
+	Required   bool       `json:"required"`
+	Written    bool       `json:"written"`
+	Version    string     `json:"version,omitempty"`
+	LastSync   *time.Time `json:"last_sync,omitempty"`
+	LastChange *time.Time `json:"last_change,omitempty"`
+	Expiry     *time.Time `json:"expiry,omitempty"`
+	LastError  string     `json:"last_error,omitempty"`
+	Stale      bool       `json:"stale"`
+}
+
+// Status reports every secret, in config order. It also refreshes the stale
+// gauges, so staleness costs nothing between scrapes.
+func (e *Engine) Status() []SecretStatus {
+	now := e.now()
+	e.mu.Lock()
+	out := make([]SecretStatus, 0, len(e.secrets))
+	for _, s := range e.secrets {
+		st := SecretStatus{
+			Name: s.cfg.Name, Source: s.cfg.Ref.Kind, Ref: s.cfg.Ref.String(),
+			Path: e.sink.Path(s.target), Bundle: s.cfg.Bundle, Required: s.cfg.Required,
+			Written: s.written, Version: s.version, LastError: s.lastError,
+			LastSync: tp(s.lastSuccess), LastChange: tp(s.lastChange), Expiry: tp(s.expiry),
+			Stale: e.stale(s, now),
+		}
+		for _, n := range s.expanded {
+			st.Files = append(st.Files, e.sink.Path(n))
+		}
+		out = append(out, st)
+	}
+	e.mu.Unlock()
+	for i, s := range e.secrets {
+		v := 0.0
+		if out[i].Stale {
+			v = 1
+		}
+		e.m.SecretStale.WithLabelValues(s.labels()...).Set(v)
+	}
+	return out
+}
+
+// Missing lists the required secrets not written yet, sorted.
+func (e *Engine) Missing() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, s := range e.secrets {
+		if s.cfg.Required && !s.written {
+			out = append(out, s.cfg.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// stale: not synced within max_stale (default 3× the refresh interval).
+// A secret never synced is stale once its first sync is overdue by as much.
+func (e *Engine) stale(s *state, now time.Time) bool {
+	limit := s.cfg.MaxStale
+	if limit <= 0 {
+		limit = e.cfg.MaxStale
+	}
+	if limit <= 0 {
+		limit = 3 * e.interval(s.job)
+	}
+	last := s.lastSuccess
+	if last.IsZero() {
+		last = e.started
+	}
+	return now.Sub(last) > limit
+}
+
+func tp(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
