@@ -18,6 +18,9 @@ import (
 //  6. remove user-visible symlinks for names no longer in the payload
 //  7. remove the old generation directory
 func kubeletSwap(dir string, files map[string]string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	old, _ := os.Readlink(filepath.Join(dir, "..data"))
 	gen, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
 	if err != nil {
