@@ -94,7 +94,9 @@ func TestFetchPermissionDenied(t *testing.T) {
 			chmod(t, filepath.Dir(dir), 0o755)
 			chmod(t, dir, 0o755)
 			path := tt.setup(t, dir)
-			t.Cleanup(func() { _ = filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error { return os.Chmod(p, 0o755) }) })
+			t.Cleanup(func() {
+				_ = filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error { return os.Chmod(p, 0o755) })
+			})
 
 			var err error
 			asNonRoot(t, func() { _, err = New(Options{}).Fetch(context.Background(), fileRef(path)) })
