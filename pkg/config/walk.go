@@ -43,7 +43,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	m := d.newMapping(root, "", "")
 
 	out, _ := m.sub("output")
-	d.output(out, &c.Output)
+	d.output(out, &c.Output, m.present("output"))
 	if v := m.str("listen", &c.Listen); v != nil {
 		d.listen(v, c.Listen)
 	}
@@ -76,10 +76,11 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	return c
 }
 
-func (d *decoder) output(m *mapping, o *Output) {
+// output decodes output; given says the key is present (maybe mistyped).
+func (d *decoder) output(m *mapping, o *Output, given bool) {
 	if v := m.absPath("dir", &o.Dir); v != nil {
 		o.Dir = filepath.Clean(o.Dir)
-	} else if !m.present("dir") {
+	} else if !m.present("dir") && (m.n != nil || !given) {
 		n := m.n
 		if n == nil {
 			n = m.d.rootPos()
@@ -122,6 +123,9 @@ func (d *decoder) secrets(list *yaml.Node, items []*yaml.Node, c *Config) {
 		if nameN != nil && nameRE.MatchString(s.Name) {
 			if p, dup := names[s.Name]; dup {
 				d.errorf(nameN, fmt.Sprintf("secrets[%d].name", i), "duplicate secret name %q (first at secrets[%d], line %d)", s.Name, p.i, p.line)
+				if targetN == nameN {
+					targetN = nil // the same target follows; one error is enough
+				}
 			} else {
 				names[s.Name] = seen{i, nameN.Line}
 			}

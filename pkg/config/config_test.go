@@ -1,0 +1,315 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+const minimal = "output: {dir: /run/secrets}\nsecrets:\n  - {name: A, ref: \"file:///a\"}\n"
+
+// TestParseErrors has one case per kind of problem. Each checks the start of
+// the first message: file:line:column: field: and a part of what follows.
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want string // prefix of the first error line, after "x.yaml:"
+		msg  string // part of the same line
+	}{
+		{"malformed yaml", "output:\n  dir: /a\n   bad: [\n", "3:", "invalid YAML"},
+		{"tab indentation", "output:\n\tdir: /a\n", "2:", "invalid YAML"},
+		{"empty file", "", " ", "the file is empty"},
+		{"second document", minimal + "---\nlisten: :1\n", "4:1: ", "a second YAML document"},
+		{"not a mapping", "- a\n", "1:1: ", "want a mapping, got a list"},
+		{"unknown key top", minimal + "lisen: :1\n", "4:1: lisen: ", `unknown key "lisen" (did you mean "listen"?)`},
+		{"unknown key nested", "output: {dir: /a, mod: \"0440\"}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:19: output.mod: ", "want one of allow_disk, dir, gid, mode, uid"},
+		{"unknown key in secret", "output: {dir: /a}\nsecrets:\n  - name: A\n    ref: file:///a\n    path: x\n", "5:5: secrets[0].path: ", "unknown key"},
+		{"inline token", "output: {dir: /a}\nsources:\n  vault:\n    auth: {method: token, token: s.abc}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "4:27: sources.vault.auth.token: ", "token_file, or set VAULT_TOKEN"},
+		{"duplicate key", "output:\n  dir: /a\n  dir: /b\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "3:3: output.dir: ", `duplicate key "dir" (first at line 2)`},
+		{"wrong type string", minimal + "listen: [a]\n", "4:9: listen: ", "want a string, got a list"},
+		{"wrong type int", minimal + "concurrency: many\n", "4:14: concurrency: ", "want an integer, got a string"},
+		{"wrong type bool", "output: {dir: /a, allow_disk: \"yes\"}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:31: output.allow_disk: ", "want true or false"},
+		{"wrong type mapping", "output: /run/secrets\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:9: output: ", "want a mapping, got a string"},
+		{"int out of range", minimal + "concurrency: 0\n", "4:14: concurrency: ", "want an integer from 1 to 1024"},
+		{"duplicate name", "output: {dir: /a}\nsecrets:\n  - {name: A, ref: \"file:///a\", file: x}\n  - {name: A, ref: \"file:///b\", file: y}\n", "4:12: secrets[1].name: ", `duplicate secret name "A" (first at secrets[0], line 3)`},
+		{"duplicate target default", "output: {dir: /a}\nsecrets:\n  - {name: A, ref: \"file:///a\"}\n  - {name: B, ref: \"file:///b\", file: a}\n", "4:39: secrets[1]: ", `target file "a" is also written by secrets[0]`},
+		{"duplicate target bundle", "output: {dir: /a}\nsecrets:\n  - {name: A, ref: \"file:///a\", bundle: tls, file: k}\n  - {name: B, ref: \"file:///b\", bundle: tls, file: k}\n", "4:52: secrets[1]: ", `target file "tls/k"`},
+		{"bundle clashes with file", "output: {dir: /a}\nsecrets:\n  - {name: TLS, ref: \"file:///a\"}\n  - {name: B, ref: \"file:///b\", bundle: tls}\n", "4:41: secrets[1].bundle: ", `bundle directory "tls" has the name of the target file of secrets[0]`},
+		{"bad duration", minimal + "refresh: 5 minutes\n", "4:10: refresh: ", `want a duration such as "90s" or "1m", got "5 minutes"`},
+		{"duration without unit", minimal + "refresh: 60\n", "4:10: refresh: ", "a number needs a unit"},
+		{"negative duration", minimal + "refresh: -1s\n", "4:10: refresh: ", "want a positive duration"},
+		{"bad mode", "output: {dir: /a, mode: \"0999\"}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:25: output.mode: ", `want an octal mode from "0000" to "0777"`},
+		{"mode too big", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", mode: \"1777\"}]\n", "2:45: secrets[0].mode: ", "want an octal mode"},
+		{"unquoted mode", "output: {dir: /a, mode: 0440}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:25: output.mode: ", "quote it"},
+		{"bad size", minimal + "max_file_size: 1 lightyear\n", "4:16: max_file_size: ", "want a size"},
+		{"bad ref", "output: {dir: /a}\nsecrets:\n  - name: A\n    ref: vault://secret\n", "4:10: secrets[0].ref: ", `invalid ref "vault://secret"`},
+		{"bad ref scheme", "output: {dir: /a}\nsecrets:\n  - name: A\n    ref: s3://b/k\n", "4:10: secrets[0].ref: ", "unknown scheme"},
+		{"missing ref", "output: {dir: /a}\nsecrets:\n  - name: A\n", "3:5: secrets[0].ref: ", "required"},
+		{"bad name", "output: {dir: /a}\nsecrets:\n  - name: my-secret\n    ref: file:///a\n", "3:11: secrets[0].name: ", "^[A-Za-z_][A-Za-z0-9_]*$"},
+		{"missing name", "output: {dir: /a}\nsecrets:\n  - ref: file:///a\n", "3:5: secrets[0].name: ", "required"},
+		{"target with slash", "output: {dir: /a}\nsecrets:\n  - {name: A, ref: \"file:///a\", file: x/y}\n", "3:39: secrets[0].file: ", "contains a slash"},
+		{"target with dotdot", "output: {dir: /a}\nsecrets:\n  - {name: A, ref: \"file:///a\", file: a..b}\n", "3:39: secrets[0].file: ", `contains ".."`},
+		{"target hidden", "output: {dir: /a}\nsecrets:\n  - {name: A, ref: \"file:///a\", file: .data}\n", "3:39: secrets[0].file: ", `starts with "."`},
+		{"target NUL", "output: {dir: /a}\nsecrets:\n  - {name: A, ref: \"file:///a\", file: \"a\\0b\"}\n", "3:39: secrets[0].file: ", "NUL"},
+		{"bundle hidden", "output: {dir: /a}\nsecrets:\n  - {name: A, ref: \"file:///a\", bundle: ..data}\n", "3:41: secrets[0].bundle: ", `bundle name "..data"`},
+		{"missing output.dir", "secrets: [{name: A, ref: \"file:///a\"}]\n", "1:1: output.dir: ", "required"},
+		{"relative output.dir", "output: {dir: run/secrets}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:15: output.dir: ", "want an absolute path"},
+		{"missing secrets", "output: {dir: /a}\n", "1:1: secrets: ", "required"},
+		{"two reload methods", minimal + "reload:\n  signal: {process: app}\n  exec: {command: [true]}\n", "6:9: reload: ", "set at most one of signal, http and exec"},
+		{"signal without target", minimal + "reload:\n  signal: {name: SIGHUP}\n", "5:11: reload.signal: ", "set pid_file"},
+		{"signal both targets", minimal + "reload:\n  signal: {pid_file: /run/a.pid, process: app}\n", "5:43: reload.signal.process: ", "not both"},
+		{"bad signal", minimal + "reload:\n  signal: {name: SIGKILL, process: app}\n", "5:18: reload.signal.name: ", "want one of SIGHUP"},
+		{"exec empty", minimal + "reload:\n  exec: {command: []}\n", "5:19: reload.exec.command: ", "non-empty list"},
+		{"http no url", minimal + "reload:\n  http: {method: POST}\n", "5:9: reload.http.url: ", "required"},
+		{"http bad url", minimal + "reload:\n  http: {url: \"ftp://x\"}\n", "5:15: reload.http.url: ", "want an http:// or https:// URL"},
+		{"max_wait below coalesce", minimal + "reload:\n  coalesce: 5s\n  max_wait: 1s\n", "6:13: reload.max_wait: ", "want max_wait (1s) >= coalesce (5s)"},
+		{"status range", minimal + "reload:\n  http: {url: \"http://a/\", status_min: 300, status_max: 299}\n", "5:57: reload.http.status_max: ", ">= status_min"},
+		{"auth unknown method", "output: {dir: /a}\nsources: {vault: {auth: {method: ldap}}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:34: sources.vault.auth.method: ", "want one of token, approle, kubernetes, jwt, aws"},
+		{"auth field of other method", "output: {dir: /a}\nsources: {vault: {auth: {method: kubernetes, role: r, role_id_file: /r}}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:69: sources.vault.auth.role_id_file: ", "not used by auth method kubernetes, which takes jwt_file, mount, role"},
+		{"auth missing field", "output: {dir: /a}\nsources: {vault: {auth: {method: jwt, role: r}}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:25: sources.vault.auth.jwt_file: ", "required by auth method jwt"},
+		{"auth token mount", "output: {dir: /a}\nsources: {vault: {auth: {mount: x}}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:33: sources.vault.auth.mount: ", "not used by auth method token"},
+		{"vault client cert alone", "output: {dir: /a}\nsources: {vault: {client_cert: /c.pem}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:32: sources.vault.client_key: ", "required with client_cert"},
+		{"bad kv_version", "output: {dir: /a}\nsources: {vault: {kv_version: 3}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:31: sources.vault.kv_version: ", "from 0 to 2"},
+		{"bad role arn", "output: {dir: /a}\nsources: {aws: {assume_role: {role_arn: \"arn:aws:iam::123:role/x\"}}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:41: sources.aws.assume_role.role_arn: ", "want an IAM role ARN"},
+		{"assume duration", "output: {dir: /a}\nsources: {aws: {assume_role: {role_arn: \"arn:aws:iam::123456789012:role/x\", duration: 13h}}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:87: sources.aws.assume_role.duration: ", "from 15m to 12h"},
+		{"bad credentials", "output: {dir: /a}\nsources: {aws: {credentials: env}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:30: sources.aws.credentials: ", "want imds"},
+		{"bad region", "output: {dir: /a}\nsources: {aws: {region: Europe}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:25: sources.aws.region: ", "want an AWS region"},
+		{"merge key", "base: &b {dir: /a}\noutput: {<<: *b}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:1: base: ", "unknown key"},
+		{"bad newline", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", newline: trim}]\n", "2:48: secrets[0].newline: ", "want keep, strip or add"},
+		{"bad listen", minimal + "listen: localhost\n", "4:9: listen: ", "want HOST:PORT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("x.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("Parse succeeded: %+v", c)
+			}
+			var es Errors
+			if !errors.As(err, &es) || len(es) == 0 {
+				t.Fatalf("err = %T %v, want Errors", err, err)
+			}
+			first := strings.SplitN(err.Error(), "\n", 2)[0]
+			if !strings.HasPrefix(first, "x.yaml:"+tt.want) || !strings.Contains(first, tt.msg) {
+				t.Errorf("first error\n  %s\nwant prefix x.yaml:%s and %q; all:\n%v", first, tt.want, tt.msg, err)
+			}
+		})
+	}
+}
+
+func TestParseReportsEverything(t *testing.T) {
+	src := `output:
+  dri: /run/secrets
+refresh: 60
+secrets:
+  - name: 1BAD
+    ref: vault://x
+  - name: FOO
+    ref: file:///a
+  - name: FOO
+    ref: file:///b
+reload:
+  max_wait: 1ms
+`
+	_, err := Parse("p.yaml", []byte(src))
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("err = %v, want Errors", err)
+	}
+	want := []string{
+		"p.yaml:2:3: output.dir: required",
+		"p.yaml:2:3: output.dri: unknown key",
+		"p.yaml:3:10: refresh: want a duration",
+		"p.yaml:5:11: secrets[0].name: want a variable name",
+		"p.yaml:6:10: secrets[0].ref: invalid ref",
+		"p.yaml:9:11: secrets[2].name: duplicate secret name",
+		"p.yaml:12:13: reload.max_wait: want max_wait",
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) || len(es) != len(want) {
+		t.Fatalf("got %d errors, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want prefix %q", i, lines[i], w)
+		}
+	}
+	if es[0].File != "p.yaml" || es[0].Line != 2 || es[0].Column != 3 || es[0].Field != "output.dir" {
+		t.Errorf("es[0] = %+v", *es[0])
+	}
+}
+
+// Header values and URL credentials may be secrets; no message may carry
+// them.
+func TestErrorsNeverEchoCredentials(t *testing.T) {
+	tests := []struct{ yaml, canary string }{
+		{minimal + "reload:\n  http: {url: \"https://user:canary-pass@h/\"}\n", "canary-pass"},
+		{minimal + "reload:\n  http: {url: \"https://user:canary-pass@[::1/\"}\n", "canary-pass"},
+		{minimal + "reload:\n  http: {url: \"http://h/\", headers: {X-Token: \"canary-tok\\n\"}}\n", "canary-tok"},
+		{minimal + "reload:\n  http: {url: \"http://h/\", headers: {X-Token: [canary-tok]}}\n", "canary-tok"},
+		{"output: {dir: /a}\nsources: {vault: {token: canary-vault}}\nsecrets: [{name: A, ref: \"vault://a/b\"}]\n", "canary-vault"},
+		{"output: {dir: /a}\nsources: {vault: {auth: {secret_id: canary-sid}}}\nsecrets: [{name: A, ref: \"vault://a/b\"}]\n", "canary-sid"},
+	}
+	for _, tt := range tests {
+		_, err := Parse("x.yaml", []byte(tt.yaml))
+		if err == nil {
+			t.Errorf("Parse(%q) succeeded", tt.yaml)
+			continue
+		}
+		if strings.Contains(err.Error(), tt.canary) {
+			t.Errorf("error echoes %q:\n%v", tt.canary, err)
+		}
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse("d.yaml", []byte("output: {dir: /run/secrets/}\nsecrets:\n  - {name: Db_Password, ref: \"vault://secret/db#password\"}\n  - {name: KEY, ref: \"aws-sm://k\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		Path:        "d.yaml",
+		Output:      Output{Dir: "/run/secrets", Mode: 0o440, UID: -1, GID: -1},
+		Listen:      ":9102",
+		Refresh:     time.Minute,
+		MaxFileSize: 1 << 20,
+		Concurrency: 8,
+		Sources: Sources{
+			File:  File{Recheck: time.Minute},
+			Vault: &Vault{Timeout: 30 * time.Second, Auth: VaultAuth{Method: "token"}},
+			AWS:   &AWS{Credentials: "imds"},
+		},
+		Secrets: []Secret{
+			{Name: "Db_Password", Ref: mustRef(t, "vault://secret/db#password"), File: "db_password", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{3, 5}},
+			{Name: "KEY", Ref: mustRef(t, "aws-sm://k"), File: "key", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{4, 5}},
+		},
+		Reload: Reload{Coalesce: time.Second, MaxWait: 10 * time.Second},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("got\n%+v\nwant\n%+v", c, want)
+	}
+	if got := c.Kinds(); !slices.Equal(got, []string{sources.Vault, sources.AWSSM}) {
+		t.Errorf("Kinds() = %v", got)
+	}
+}
+
+func mustRef(t *testing.T, s string) sources.Ref {
+	t.Helper()
+	r, err := sources.ParseRef(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestParseFull(t *testing.T) {
+	src := `output: {dir: /run/s, allow_disk: true, mode: "0400", uid: 10, gid: 20}
+listen: "127.0.0.1:0"
+refresh: 2m
+max_stale: 1h
+max_file_size: 64KiB
+concurrency: 2
+sources:
+  file: {recheck: 10s}
+  vault:
+    address: https://v:8200
+    auth: {method: kubernetes, role: app}
+  aws: {region: eu-west-1, assume_role: {role_arn: "arn:aws-cn:iam::123456789012:role/a/b"}}
+secrets:
+  - {name: CERT, ref: "file:///c", bundle: tls, file: tls.crt, mode: "0444", uid: 0, gid: 0, newline: add}
+  - {name: KEY, ref: "file:///k", bundle: tls, file: tls.key, required: false, reload: false, refresh: 30s, max_stale: 5m}
+anchor: &x 1
+reload:
+  signal: {name: usr1, pid_file: /run/app.pid}
+  coalesce: 2s
+  max_wait: 2s
+  on_initial_sync: true
+`
+	// "anchor" is an unknown key: check it is the only problem, then drop it.
+	if _, err := Parse("f.yaml", []byte(src)); err == nil || strings.Count(err.Error(), "\n") != 0 || !strings.Contains(err.Error(), `unknown key "anchor"`) {
+		t.Fatalf("err = %v", err)
+	}
+	c, err := Parse("f.yaml", []byte(strings.Replace(src, "anchor: &x 1\n", "", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Output != (Output{Dir: "/run/s", AllowDisk: true, Mode: 0o400, UID: 10, GID: 20}) {
+		t.Errorf("Output = %+v", c.Output)
+	}
+	if c.Listen != "127.0.0.1:0" || c.Refresh != 2*time.Minute || c.MaxStale != time.Hour || c.MaxFileSize != 64<<10 || c.Concurrency != 2 {
+		t.Errorf("top level = %+v", c)
+	}
+	if c.Sources.File.Recheck != 10*time.Second {
+		t.Errorf("Recheck = %v", c.Sources.File.Recheck)
+	}
+	if a := c.Sources.Vault.Auth; a.Method != "kubernetes" || a.Mount != "kubernetes" || a.Role != "app" || a.JWTFile != DefaultJWTFile {
+		t.Errorf("Vault.Auth = %+v", a)
+	}
+	if r := c.Sources.AWS.AssumeRole; r.SessionName != "phase-sidecar" || r.Duration != time.Hour {
+		t.Errorf("AssumeRole = %+v", r)
+	}
+	cert, key := c.Secrets[0], c.Secrets[1]
+	if cert.Target() != "tls/tls.crt" || cert.Mode != 0o444 || cert.UID != 0 || cert.GID != 0 || cert.Newline != "add" || cert.MaxStale != time.Hour {
+		t.Errorf("cert = %+v", cert)
+	}
+	if key.Required || key.Reload || key.Refresh != 30*time.Second || key.MaxStale != 5*time.Minute || key.Mode != fs.FileMode(0o400) || key.UID != 10 {
+		t.Errorf("key = %+v", key)
+	}
+	if got := c.EnvName(cert); got != "CERT_FILE" {
+		t.Errorf("EnvName = %q", got)
+	}
+	if got := c.TargetPath(key); got != "/run/s/tls/tls.key" {
+		t.Errorf("TargetPath = %q", got)
+	}
+	if s := c.Reload.Signal; s == nil || s.Name != "SIGUSR1" || s.PIDFile != "/run/app.pid" || !c.Reload.OnInitialSync {
+		t.Errorf("Reload = %+v", c.Reload)
+	}
+	if got := c.Kinds(); !slices.Equal(got, []string{sources.File}) {
+		t.Errorf("Kinds() = %v", got)
+	}
+}
+
+func TestSizes(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+	}{
+		{"1", 1}, {"1024", 1024}, {`"1MiB"`, 1 << 20}, {`"1 MiB"`, 1 << 20}, {`"512KiB"`, 512 << 10},
+		{`"2MB"`, 2e6}, {`"1GiB"`, 1 << 30}, {`"10B"`, 10}, {`"3KB"`, 3000},
+		{"0", -1}, {`"2GiB"`, -1}, {`"1.5MiB"`, -1}, {`"-1"`, -1}, {"true", -1}, {`"9223372036854775807GiB"`, -1},
+	}
+	for _, tt := range tests {
+		c, err := Parse("s.yaml", []byte(minimal+"max_file_size: "+tt.in+"\n"))
+		switch {
+		case tt.want < 0 && err == nil:
+			t.Errorf("%s: accepted as %d", tt.in, c.MaxFileSize)
+		case tt.want >= 0 && err != nil:
+			t.Errorf("%s: %v", tt.in, err)
+		case tt.want >= 0 && c.MaxFileSize != tt.want:
+			t.Errorf("%s = %d, want %d", tt.in, c.MaxFileSize, tt.want)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(p, []byte(minimal), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil || c.Path != p {
+		t.Fatalf("Load = %v, %v", c, err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want ErrNotExist", err)
+	}
+}

@@ -1,0 +1,248 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+//go:generate go test -run TestSchemaFile -update .
+
+// field documents one key for the JSON Schema. The keys themselves and their
+// types come from the decoder (see acceptedKeys); a test checks that this
+// table and the decoder agree.
+type field struct {
+	desc     string
+	def      any      // default, or nil
+	enum     []string // allowed values of a string
+	pattern  string   // extra pattern for a string
+	min, max *int     // bounds of an integer
+	required bool     // required inside its parent
+}
+
+func ptr(i int) *int { return &i }
+
+var fields = map[string]field{
+	"output":            {desc: "Where the secrets are written.", required: true},
+	"output.dir":        {desc: "Absolute path of the output directory; must be tmpfs or ramfs unless allow_disk is true.", required: true},
+	"output.allow_disk": {desc: "Allow an output directory on disk (logs a warning at every start).", def: false},
+	"output.mode":       {desc: "Default file mode of the targets, an octal string.", def: "0440"},
+	"output.uid":        {desc: "Default owner of the targets; absent: leave as the sidecar's.", min: ptr(0), max: ptr(maxID)},
+	"output.gid":        {desc: "Default group of the targets; absent: leave as the sidecar's.", min: ptr(0), max: ptr(maxID)},
+	"listen":            {desc: "Address of /metrics, /healthz, /readyz and /v1/status.", def: DefaultListen},
+	"refresh":           {desc: "Default refresh interval of static values.", def: "1m"},
+	"max_stale":         {desc: "Default time after the last successful sync after which a secret is stale; absent: 3 × its refresh."},
+	"max_file_size":     {desc: "Largest value accepted from a source, in bytes or with a unit (\"1MiB\").", def: "1MiB"},
+	"concurrency":       {desc: "Fetches in flight at once.", def: DefaultConcurrency, min: ptr(1), max: ptr(1024)},
+
+	"sources":                                 {desc: "Per-source settings."},
+	"sources.file":                            {desc: "The mounted-file source (file:// refs)."},
+	"sources.file.recheck":                    {desc: "Periodic hash re-check that catches missed file events.", def: "1m"},
+	"sources.vault":                           {desc: "The Vault source (vault:// refs). Empty fields fall back to VAULT_ADDR, VAULT_CACERT and VAULT_NAMESPACE."},
+	"sources.vault.address":                   {desc: "Vault URL; absent: VAULT_ADDR.", pattern: "^https?://"},
+	"sources.vault.ca_cert":                   {desc: "CA certificate (PEM) to verify Vault; absent: VAULT_CACERT, then the system roots."},
+	"sources.vault.client_cert":               {desc: "Client certificate (PEM) for mutual TLS; needs client_key."},
+	"sources.vault.client_key":                {desc: "Key of client_cert."},
+	"sources.vault.tls_server_name":           {desc: "Server name to verify in Vault's certificate."},
+	"sources.vault.namespace":                 {desc: "Vault Enterprise namespace; absent: VAULT_NAMESPACE."},
+	"sources.vault.timeout":                   {desc: "Timeout of one Vault request.", def: "30s"},
+	"sources.vault.kv_version":                {desc: "KV engine version: 0 detects it per mount, 1 or 2 forces it.", def: 0, min: ptr(0), max: ptr(2)},
+	"sources.vault.auth":                      {desc: "How the sidecar logs in to Vault."},
+	"sources.vault.auth.method":               {desc: "Auth method.", def: "token", enum: authMethodNames},
+	"sources.vault.auth.mount":                {desc: "Mount path of the auth method; default the method's name (not for token)."},
+	"sources.vault.auth.token_file":           {desc: "token: file holding the token; absent: VAULT_TOKEN."},
+	"sources.vault.auth.role_id_file":         {desc: "approle: file holding the role ID (required)."},
+	"sources.vault.auth.secret_id_file":       {desc: "approle: file holding the secret ID (or a wrapping token)."},
+	"sources.vault.auth.wrapped_secret_id":    {desc: "approle: secret_id_file holds a response-wrapping token.", def: false},
+	"sources.vault.auth.role":                 {desc: "kubernetes, jwt (required) and aws: the Vault role to log in as."},
+	"sources.vault.auth.jwt_file":             {desc: "kubernetes: the service-account token (default " + DefaultJWTFile + "); jwt: the JWT file (required)."},
+	"sources.vault.auth.server_id_header":     {desc: "aws: value of the X-Vault-AWS-IAM-Server-ID header."},
+	"sources.aws":                             {desc: "The AWS source (aws-sm:// and aws-ssm:// refs); optional, every field has a default."},
+	"sources.aws.region":                      {desc: "AWS region; absent: AWS_REGION, then the instance's region from IMDS."},
+	"sources.aws.credentials":                 {desc: "Base credentials: imds (the EC2 instance role over IMDSv2) or default (the SDK's chain).", def: "imds", enum: []string{"imds", "default"}},
+	"sources.aws.rate_limit":                  {desc: "Requests per second across the AWS source; 0 is unlimited.", def: 0},
+	"sources.aws.assume_role":                 {desc: "STS AssumeRole on top of the base credentials."},
+	"sources.aws.assume_role.role_arn":        {desc: "The role to assume.", pattern: roleARNRE.String(), required: true},
+	"sources.aws.assume_role.external_id":     {desc: "External ID the role's trust policy requires.", pattern: externalIDRE.String()},
+	"sources.aws.assume_role.session_name":    {desc: "Role session name.", def: "phase-sidecar", pattern: sessionRE.String()},
+	"sources.aws.assume_role.duration":        {desc: "Session duration, from 15m to 12h.", def: "1h"},
+	"sources.aws.assume_role.source_identity": {desc: "Source identity set on the session.", pattern: sessionRE.String()},
+
+	"secrets":             {desc: "The secrets to deliver.", required: true},
+	"secrets[].name":      {desc: "The app's variable without _FILE; the app reads NAME_FILE.", pattern: nameRE.String(), required: true},
+	"secrets[].ref":       {desc: "Where the value comes from: file:///abs/path, vault://MOUNT/PATH#FIELD, aws-sm://NAME#KEY, aws-ssm:///PARAM.", pattern: "^(file|vault|aws-sm|aws-ssm)://", required: true},
+	"secrets[].file":      {desc: "Target file name in output.dir (or in the bundle); default the lower-cased name.", pattern: `^[^./][^/]*$`},
+	"secrets[].bundle":    {desc: "Bundle directory: the members of a bundle are published together.", pattern: `^[^./][^/]*$`},
+	"secrets[].required":  {desc: "Readiness and `once` wait for this secret.", def: true},
+	"secrets[].refresh":   {desc: "Refresh interval; default the top-level refresh."},
+	"secrets[].max_stale": {desc: "Staleness threshold; default the top-level max_stale, else 3 × refresh."},
+	"secrets[].mode":      {desc: "File mode; default output.mode."},
+	"secrets[].uid":       {desc: "Owner; default output.uid.", min: ptr(0), max: ptr(maxID)},
+	"secrets[].gid":       {desc: "Group; default output.gid.", min: ptr(0), max: ptr(maxID)},
+	"secrets[].newline":   {desc: "keep the value byte for byte, strip trailing line breaks, or add exactly one.", def: "keep", enum: []string{"keep", "strip", "add"}},
+	"secrets[].reload":    {desc: "A change of this secret triggers the app's reload.", def: true},
+
+	"reload":                 {desc: "How the app is told about changes: at most one of signal, http, exec."},
+	"reload.signal":          {desc: "Send a signal to the app's process."},
+	"reload.signal.name":     {desc: "The signal.", def: "SIGHUP", enum: signalNames},
+	"reload.signal.pid_file": {desc: "File holding the app's pid, re-read at each reload."},
+	"reload.signal.process":  {desc: "The app's executable name (needs a shared PID namespace)."},
+	"reload.http":            {desc: "Call a URL."},
+	"reload.http.url":        {desc: "http:// or https:// URL, without credentials.", pattern: "^https?://", required: true},
+	"reload.http.method":     {desc: "HTTP method.", def: "POST", pattern: httpMethodRE.String()},
+	"reload.http.headers":    {desc: "Request headers."},
+	"reload.http.status_min": {desc: "Lowest status that counts as success.", def: 200, min: ptr(100), max: ptr(599)},
+	"reload.http.status_max": {desc: "Highest status that counts as success.", def: 299, min: ptr(100), max: ptr(599)},
+	"reload.http.timeout":    {desc: "Timeout of one request.", def: "5s"},
+	"reload.http.retries":    {desc: "Retries after a failed request.", def: 3, min: ptr(0), max: ptr(100)},
+	"reload.exec":            {desc: "Run a command (no shell)."},
+	"reload.exec.command":    {desc: "Program and arguments.", required: true},
+	"reload.exec.timeout":    {desc: "Time the command may take.", def: "30s"},
+	"reload.coalesce":        {desc: "Quiet time that groups changes into one reload.", def: "1s"},
+	"reload.max_wait":        {desc: "Longest a change waits for its reload; >= coalesce.", def: "10s"},
+	"reload.on_initial_sync": {desc: "Also reload after the first sync.", def: false},
+}
+
+// constraints across the keys of one mapping.
+var constraints = map[string]map[string]any{
+	"reload": {"not": map[string]any{"anyOf": []any{
+		map[string]any{"required": []string{"signal", "http"}},
+		map[string]any{"required": []string{"signal", "exec"}},
+		map[string]any{"required": []string{"http", "exec"}},
+	}}},
+	"reload.signal": {"oneOf": []any{
+		map[string]any{"required": []string{"pid_file"}},
+		map[string]any{"required": []string{"process"}},
+	}},
+}
+
+// acceptedKeys returns every key the decoder reads, by normalized path, and
+// its kind.
+func acceptedKeys() map[string]kind {
+	d := &decoder{keys: map[string]kind{}}
+	d.config(nil)
+	return d.keys
+}
+
+const durationPattern = `^([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))*$`
+
+// JSONSchema returns the JSON Schema (draft 2020-12) of the config file,
+// generated from the keys the decoder accepts. docs/config.schema.json is its
+// output.
+func JSONSchema() ([]byte, error) {
+	keys := acceptedKeys()
+	root := map[string]any{
+		"$schema":     "https://json-schema.org/draft/2020-12/schema",
+		"$id":         "https://github.com/phase-sidecar/phase-sidecar/docs/config.schema.json",
+		"title":       "phase-sidecar config",
+		"description": "The phase-sidecar config file; see docs/config.md.",
+	}
+	if err := object(root, "", keys); err != nil {
+		return nil, err
+	}
+	b, err := json.MarshalIndent(root, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// object fills s with the schema of the mapping at path prefix.
+func object(s map[string]any, prefix string, keys map[string]kind) error {
+	props := map[string]any{}
+	var required []string
+	for p, k := range keys {
+		name, ok := strings.CutPrefix(p, prefix)
+		if !ok || strings.ContainsAny(name, ".[") {
+			continue
+		}
+		f, ok := fields[p]
+		if !ok {
+			return fmt.Errorf("config: key %q has no entry in fields", p)
+		}
+		ps, err := property(p, k, f, keys)
+		if err != nil {
+			return err
+		}
+		props[name] = ps
+		if f.required {
+			required = append(required, name)
+		}
+	}
+	s["type"] = "object"
+	s["additionalProperties"] = false
+	s["properties"] = props
+	if len(required) > 0 {
+		slices.Sort(required)
+		s["required"] = required
+	}
+	return nil
+}
+
+func property(p string, k kind, f field, keys map[string]kind) (map[string]any, error) {
+	s := map[string]any{"description": f.desc}
+	if f.def != nil {
+		s["default"] = f.def
+	}
+	switch k {
+	case kString, kPath:
+		s["type"] = "string"
+		if k == kPath {
+			s["pattern"] = "^/"
+		}
+		if f.pattern != "" {
+			s["pattern"] = f.pattern
+		}
+		if f.enum != nil {
+			s["enum"] = f.enum
+		}
+	case kBool:
+		s["type"] = "boolean"
+	case kInt:
+		s["type"] = "integer"
+		if f.min != nil {
+			s["minimum"] = *f.min
+		}
+		if f.max != nil {
+			s["maximum"] = *f.max
+		}
+	case kFloat:
+		s["type"] = "number"
+		s["minimum"] = 0
+	case kDuration:
+		s["type"] = "string"
+		s["pattern"] = durationPattern
+	case kMode:
+		s["type"] = "string"
+		s["pattern"] = `^(0o[0-7]{1,3}|0?[0-7]{1,3})$`
+	case kSize:
+		s["anyOf"] = []any{
+			map[string]any{"type": "integer", "minimum": 1, "maximum": maxSize},
+			map[string]any{"type": "string", "pattern": `^[0-9]+ ?(B|KB|MB|GB|KiB|MiB|GiB)?$`},
+		}
+	case kStringList:
+		s["type"] = "array"
+		s["minItems"] = 1
+		s["items"] = map[string]any{"type": "string"}
+	case kStringMap:
+		s["type"] = "object"
+		s["additionalProperties"] = map[string]any{"type": "string"}
+	case kObject:
+		if err := object(s, p+".", keys); err != nil {
+			return nil, err
+		}
+		maps.Copy(s, constraints[p])
+	case kObjectList:
+		item := map[string]any{}
+		if err := object(item, p+"[].", keys); err != nil {
+			return nil, err
+		}
+		s["type"] = "array"
+		s["items"] = item
+	default:
+		return nil, fmt.Errorf("config: key %q has unknown kind %d", p, k)
+	}
+	return s, nil
+}
