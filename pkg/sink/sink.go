@@ -169,7 +169,11 @@ func (d *Dir) Close() error {
 // Write replaces the target f.Name with f atomically: a reader sees the old
 // file or the new one, never a mix. When the target already is a regular
 // file with the same bytes, mode and owner, nothing is written and changed
-// is false. On error the old target is left intact.
+// is false. On error the old target is left intact, the temporary file is
+// removed, and the error names the target, says what to do, and wraps the OS
+// error (errors.Is(err, syscall.ENOSPC) works); it never holds the data.
+// Once the rename has happened the write counts as done: a failure to fsync
+// the directory afterwards is only logged.
 func (d *Dir) Write(f File) (changed bool, err error) {
 	if err := checkName(f.Name); err != nil {
 		return false, fmt.Errorf("sink: write %q: %w", f.Name, err)
@@ -247,7 +251,8 @@ func matches(r *os.Root, name string, f File) (fs.FileInfo, bool) {
 			return info, false
 		}
 	}
-	file, err := r.OpenFile(name, os.O_RDONLY, 0)
+	// O_NONBLOCK: a FIFO swapped in after the Lstat must not hang us.
+	file, err := r.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return info, false
 	}
@@ -315,12 +320,12 @@ func checkName(name string) error {
 		return errors.New("empty name")
 	case len(name) > maxName:
 		return fmt.Errorf("name longer than %d bytes", maxName)
+	case strings.Contains(name, ".."):
+		return errors.New("name contains \"..\"")
 	case strings.ContainsRune(name, '/'):
 		return errors.New("name contains \"/\"")
 	case strings.ContainsRune(name, 0):
 		return errors.New("name contains a NUL byte")
-	case strings.Contains(name, ".."):
-		return errors.New("name contains \"..\"")
 	case name[0] == '.':
 		return errors.New("name starts with \".\"")
 	}

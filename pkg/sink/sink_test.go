@@ -258,6 +258,16 @@ func TestWriteDetectsChange(t *testing.T) {
 			next: file("alpha", "value"), changed: true,
 		},
 		{
+			name: "replaced by a fifo",
+			prepare: func(t *testing.T, d *Dir) {
+				os.Remove(d.Path("alpha"))
+				if err := syscall.Mkfifo(d.Path("alpha"), 0o440); err != nil {
+					t.Fatal(err)
+				}
+			},
+			next: file("alpha", "value"), changed: true,
+		},
+		{
 			name: "changed behind our back",
 			prepare: func(t *testing.T, d *Dir) {
 				if err := os.WriteFile(d.Path("alpha"), []byte("VALUE"), 0o440); err != nil {
