@@ -270,9 +270,12 @@ func TestWriteDetectsChange(t *testing.T) {
 		{
 			name: "changed behind our back",
 			prepare: func(t *testing.T, d *Dir) {
-				if err := os.WriteFile(d.Path("alpha"), []byte("VALUE"), 0o440); err != nil {
+				// In place, keeping inode and mode: only the bytes differ.
+				chmod(t, d.Path("alpha"), 0o640)
+				if err := os.WriteFile(d.Path("alpha"), []byte("VALUE"), 0o640); err != nil {
 					t.Fatal(err)
 				}
+				chmod(t, d.Path("alpha"), 0o440)
 			},
 			next: file("alpha", "value"), changed: true,
 		},
