@@ -12,28 +12,43 @@ const Redacted = "[REDACTED]"
 
 // Value holds secret bytes. Every way of printing, logging or marshalling it
 // yields Redacted; the bytes come out only through Reveal.
+//
+// The bytes sit behind a pointer so that even where fmt cannot call the
+// methods (a Value in an unexported struct field) it prints an address, never
+// the content.
 type Value struct {
-	b []byte
+	p *[]byte
 }
 
 // New returns a Value holding a copy of b.
-func New(b []byte) Value { return Value{b: bytes.Clone(b)} }
+func New(b []byte) Value {
+	c := bytes.Clone(b)
+	return Value{p: &c}
+}
 
 // FromString returns a Value holding s.
-func FromString(s string) Value { return Value{b: []byte(s)} }
+func FromString(s string) Value {
+	b := []byte(s)
+	return Value{p: &b}
+}
 
 // Reveal returns the plaintext. Only sinks and templates call it; the caller
 // must not modify the returned slice.
-func (v Value) Reveal() []byte { return v.b }
+func (v Value) Reveal() []byte {
+	if v.p == nil {
+		return nil
+	}
+	return *v.p
+}
 
 // Len is the length of the plaintext in bytes.
-func (v Value) Len() int { return len(v.b) }
+func (v Value) Len() int { return len(v.Reveal()) }
 
 // IsZero reports whether v holds no bytes.
-func (v Value) IsZero() bool { return len(v.b) == 0 }
+func (v Value) IsZero() bool { return v.Len() == 0 }
 
 // Equal reports whether v and o hold the same bytes.
-func (v Value) Equal(o Value) bool { return bytes.Equal(v.b, o.b) }
+func (v Value) Equal(o Value) bool { return bytes.Equal(v.Reveal(), o.Reveal()) }
 
 func (v Value) String() string   { return Redacted }
 func (v Value) GoString() string { return "secret.Value(" + Redacted + ")" }
