@@ -315,10 +315,11 @@ func (s *Source) credentials(ctx context.Context, label string) (aws.Credentials
 func (s *Source) credentialError(err error) error {
 	var ie *IMDSError
 	if errors.As(err, &ie) {
+		// Drop the SDK's "failed to refresh cached credentials" prefix.
 		if ar := s.cfg.AssumeRole; ar != nil {
-			return fmt.Errorf("aws: credentials for assuming %s: %w", ar.RoleARN, err)
+			return fmt.Errorf("aws: base credentials for assuming %s: %w", ar.RoleARN, ie)
 		}
-		return err
+		return ie
 	}
 	if ar := s.cfg.AssumeRole; ar != nil {
 		return s.classify(fmt.Sprintf("aws: credentials: assume role %s", ar.RoleARN), "sts:AssumeRole", err, sources.ErrAuth)

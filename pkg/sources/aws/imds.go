@@ -38,14 +38,14 @@ type IMDSProblem int
 
 // The IMDS problems worded separately.
 const (
-	IMDSUnknown         IMDSProblem = iota
-	IMDSRefused                     // connection refused: not EC2, or the endpoint is disabled
-	IMDSTokenRefused                // the token PUT got 403/404/405
-	IMDSTokenTimeout                // the token PUT got no answer: hop limit 1 in a container
-	IMDSTimeout                     // another request got no answer
-	IMDSNoRole                      // 404 on iam/security-credentials: no instance profile
-	IMDSBadCredentials              // malformed credential document or an error code
-	IMDSExpiredCredentials          // credentials already expired
+	IMDSUnknown            IMDSProblem = iota
+	IMDSRefused                        // connection refused: not EC2, or the endpoint is disabled
+	IMDSTokenRefused                   // the token PUT got 403/404/405
+	IMDSTokenTimeout                   // the token PUT got no answer: hop limit 1 in a container
+	IMDSTimeout                        // another request got no answer
+	IMDSNoRole                         // 404 on iam/security-credentials: no instance profile
+	IMDSBadCredentials                 // malformed credential document or an error code
+	IMDSExpiredCredentials             // credentials already expired
 )
 
 // IMDSError is a diagnosed IMDS failure. Its message says what to do.
@@ -100,7 +100,9 @@ func (e *IMDSError) Unwrap() []error {
 // on and notes the first failure it recognises, because the SDK's error
 // chain for a failed token PUT cannot be unwrapped.
 type imdsDiag struct {
-	next     interface{ Do(*http.Request) (*http.Response, error) }
+	next interface {
+		Do(*http.Request) (*http.Response, error)
+	}
 	endpoint string
 
 	mu     sync.Mutex
