@@ -109,8 +109,8 @@ type mapping struct {
 
 // newMapping checks that n is a mapping without duplicate keys. A null or
 // wrongly typed n gives an empty mapping (so defaults still apply).
-func (d *decoder) newMapping(n *yaml.Node, path, norm string) *mapping {
-	m := &mapping{d: d, path: path, norm: norm}
+func (d *decoder) newMapping(n *yaml.Node, path, norm string) mapping {
+	m := mapping{d: d, path: path, norm: norm}
 	if isNull(n) {
 		return m
 	}
@@ -290,7 +290,7 @@ func levenshtein(a, b string) int {
 
 // sub returns the mapping under key. present is false when the key is
 // absent; while recording, absent sections are walked anyway.
-func (m *mapping) sub(key string) (sub *mapping, walk bool) {
+func (m *mapping) sub(key string) (sub mapping, walk bool) {
 	n := m.get(key, kObject)
 	norm := key
 	if m.norm != "" {

@@ -43,7 +43,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	m := d.newMapping(root, "", "")
 
 	out, _ := m.sub("output")
-	d.output(out, &c.Output, m.present("output"))
+	d.output(&out, &c.Output, m.present("output"))
 	if v := m.str("listen", &c.Listen); v != nil {
 		d.listen(v, c.Listen)
 	}
@@ -52,11 +52,11 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	m.size("max_file_size", &c.MaxFileSize)
 	m.integer("concurrency", &c.Concurrency, 1, 1024)
 	src, _ := m.sub("sources")
-	d.sources(src, &c.Sources)
+	d.sources(&src, &c.Sources)
 	list, items := m.items("secrets")
 	d.secrets(list, items, c)
 	rl, _ := m.sub("reload")
-	d.reload(rl, &c.Reload)
+	d.reload(&rl, &c.Reload)
 	m.done()
 
 	if m.n != nil && len(items) == 0 && list == nil {
@@ -122,7 +122,7 @@ func (d *decoder) secrets(list *yaml.Node, items []*yaml.Node, c *Config) {
 		s, nameN, targetN, bundleN := d.secret(resolve(n), i, c)
 		if nameN != nil && nameRE.MatchString(s.Name) {
 			if p, dup := names[s.Name]; dup {
-				d.errorf(nameN, fmt.Sprintf("secrets[%d].name", i), "duplicate secret name %q (first at secrets[%d], line %d)", s.Name, p.i, p.line)
+				d.errorf(nameN, itemField(i, ".name"), "duplicate secret name %q (first at secrets[%d], line %d)", s.Name, p.i, p.line)
 				if targetN == nameN {
 					targetN = nil // the same target follows; one error is enough
 				}
@@ -132,20 +132,19 @@ func (d *decoder) secrets(list *yaml.Node, items []*yaml.Node, c *Config) {
 		}
 		if targetN != nil {
 			t := s.Target()
-			field := fmt.Sprintf("secrets[%d]", i)
 			here := seen{i, s.Pos.Line}
 			if p, dup := targets[t]; dup {
-				d.errorf(targetN, field, "target file %q is also written by secrets[%d] (line %d); set file: (or bundle:) to tell them apart", t, p.i, p.line)
+				d.errorf(targetN, itemField(i, ""), "target file %q is also written by secrets[%d] (line %d); set file: (or bundle:) to tell them apart", t, p.i, p.line)
 			} else {
 				targets[t] = here
 			}
 			if s.Bundle == "" {
 				if p, clash := bundles[s.File]; clash {
-					d.errorf(targetN, field, "target file %q has the name of the bundle directory of secrets[%d] (line %d)", s.File, p.i, p.line)
+					d.errorf(targetN, itemField(i, ""), "target file %q has the name of the bundle directory of secrets[%d] (line %d)", s.File, p.i, p.line)
 				}
 			} else if bundleN != nil {
 				if p, clash := targets[s.Bundle]; clash {
-					d.errorf(bundleN, field+".bundle", "bundle directory %q has the name of the target file of secrets[%d] (line %d)", s.Bundle, p.i, p.line)
+					d.errorf(bundleN, itemField(i, ".bundle"), "bundle directory %q has the name of the target file of secrets[%d] (line %d)", s.Bundle, p.i, p.line)
 				}
 				if _, ok := bundles[s.Bundle]; !ok {
 					bundles[s.Bundle] = here
@@ -155,6 +154,9 @@ func (d *decoder) secrets(list *yaml.Node, items []*yaml.Node, c *Config) {
 		c.Secrets = append(c.Secrets, s)
 	}
 }
+
+// itemField is the field path of secrets[i] and sub ("", ".name").
+func itemField(i int, sub string) string { return "secrets[" + strconv.Itoa(i) + "]" + sub }
 
 // secret decodes one entry. It returns the nodes that name it and its
 // target (nil when invalid) for the checks across entries.
@@ -267,10 +269,10 @@ func (d *decoder) sources(m *mapping, s *Sources) {
 	fm.duration("recheck", &s.File.Recheck)
 	fm.done()
 	if vm, walk := m.sub("vault"); walk {
-		s.Vault = d.vault(vm)
+		s.Vault = d.vault(&vm)
 	}
 	if am, walk := m.sub("aws"); walk {
-		s.AWS = d.aws(am)
+		s.AWS = d.aws(&am)
 	}
 	m.done()
 }
@@ -294,7 +296,7 @@ func (d *decoder) vault(m *mapping) *Vault {
 	m.duration("timeout", &v.Timeout)
 	m.integer("kv_version", &v.KVVersion, 0, 2)
 	am, _ := m.sub("auth")
-	d.vaultAuth(am, &v.Auth)
+	d.vaultAuth(&am, &v.Auth)
 	m.done()
 	return v
 }
@@ -447,15 +449,15 @@ func (d *decoder) reload(m *mapping, r *Reload) {
 	r.MaxWait = 10 * time.Second
 	var methods []*yaml.Node // the key nodes of the methods given
 	if sm, walk := m.sub("signal"); walk {
-		r.Signal = d.signal(sm)
+		r.Signal = d.signal(&sm)
 		methods = append(methods, sm.n)
 	}
 	if hm, walk := m.sub("http"); walk {
-		r.HTTP = d.httpReload(hm)
+		r.HTTP = d.httpReload(&hm)
 		methods = append(methods, hm.n)
 	}
 	if em, walk := m.sub("exec"); walk {
-		r.Exec = d.exec(em)
+		r.Exec = d.exec(&em)
 		methods = append(methods, em.n)
 	}
 	if len(methods) > 1 && !d.recording() {
