@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/engine"
+	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
+	"github.com/phase-sidecar/phase-sidecar/pkg/server"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+// loadConfig loads the config and checks that every source kind it uses is
+// available; every problem is a usage error (exit 2).
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	var errs []string
+	for _, s := range cfg.Secrets {
+		if why := available(cfg, s.Ref.Kind); why != "" {
+			errs = append(errs, fmt.Sprintf("%s:%d:%d: secrets[%s].ref: source %q is not available in this build/config: %s",
+				cfg.Path, s.Pos.Line, s.Pos.Column, s.Name, s.Ref.Kind, why))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, usageError{errors.New(strings.Join(errs, "\n"))}
+	}
+	return cfg, nil
+}
+
+// pipeline is everything run and once share.
+type pipeline struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics.Metrics
+	sink    *sink.Dir
+	srcs    map[string]sources.Source
+	engine  *engine.Engine
+}
+
+func setup(ctx context.Context, c common, stderr io.Writer, onChange func(engine.Change)) (*pipeline, error) {
+	log, err := newLogger(stderr, c.logLevel, c.logFormat)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := loadConfig(c.config)
+	if err != nil {
+		return nil, err
+	}
+	v, r := buildVersion()
+	p := &pipeline{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	metrics.Standard(p.reg)
+	p.metrics = metrics.New(p.reg, v, r)
+	log.Info("starting", "version", v, "path", cfg.Path)
+	p.sink, err = sink.Open(sink.Options{Dir: cfg.Output.Dir, AllowDisk: cfg.Output.AllowDisk, Logger: log.With("component", "sink")})
+	if err != nil {
+		return nil, err
+	}
+	p.srcs, err = buildSources(ctx, cfg, log, p.metrics)
+	if err != nil {
+		p.sink.Close()
+		return nil, err
+	}
+	p.engine, err = engine.New(engine.Options{
+		Config: cfg, Sources: p.srcs, Sink: p.sink, Metrics: p.metrics, Logger: log, OnChange: onChange,
+	})
+	if err != nil {
+		p.sink.Close()
+		return nil, usageError{err}
+	}
+	return p, nil
+}
+
+func cmdRun(args []string, _, stderr io.Writer) error {
+	var c common
+	var listen string
+	fs := newFlags("run", "run --config FILE [--listen ADDR] [--log-level L] [--log-format F] [-- APP ARGS…]", stderr, &c, true)
+	fs.StringVar(&listen, "listen", "", "address for /metrics, /healthz, /readyz, /v1/status (overrides listen:)")
+	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q (to supervise an app, put it after --)", fs.Arg(0))}
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	p, err := setup(ctx, c, stderr, nil)
+	if err != nil {
+		return err
+	}
+	defer p.sink.Close()
+	if listen != "" {
+		p.cfg.Listen = listen
+	}
+	srv, err := server.New(server.Options{Addr: p.cfg.Listen, Gatherer: p.reg, Status: statusView{p}, Logger: p.log})
+	if err != nil {
+		return err
+	}
+	p.log.Info("serving", "component", "http", "path", srv.Addr())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	for kind, src := range p.srcs {
+		if r, ok := src.(sources.Runner); ok {
+			g.Go(func() error {
+				if err := r.Run(gctx); err != nil {
+					return fmt.Errorf("%s source: %w", kind, err)
+				}
+				return nil
+			})
+		}
+	}
+	g.Go(func() error { return p.engine.Run(gctx) })
+	err = g.Wait()
+	p.log.Info("stopped; files stay in place", "path", p.cfg.Output.Dir)
+	return err
+}
+
+func cmdOnce(args []string, _, stderr io.Writer) error {
+	var c common
+	fs := newFlags("once", "once --config FILE [--log-level L] [--log-format F]", stderr, &c, true)
+	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	p, err := setup(ctx, c, stderr, nil)
+	if err != nil {
+		return err
+	}
+	defer p.sink.Close()
+	return p.engine.Once(ctx)
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) error {
+	var c common
+	fs := newFlags("validate", "validate --config FILE", stderr, &c, false)
+	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(c.config)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d secrets)\n", cfg.Path, len(cfg.Secrets))
+	return nil
+}
+
+func cmdEnv(args []string, stdout, stderr io.Writer) error {
+	var c common
+	var format string
+	fs := newFlags("env", "env --config FILE [--format shell|k8s|compose]", stderr, &c, false)
+	fs.StringVar(&format, "format", "shell", "output format: shell (NAME_FILE=path lines), k8s (env: list), compose (environment: map)")
+	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	cfg, err := config.Load(c.config)
+	if err != nil {
+		return usageError{err}
+	}
+	type line struct{ name, path, note string }
+	var lines []line
+	for _, s := range cfg.Secrets {
+		p := filepath.Join(cfg.Output.Dir, s.File)
+		if s.Bundle != "" {
+			p = filepath.Join(cfg.Output.Dir, s.Bundle, s.File)
+		}
+		if expands(s.Ref) {
+			lines = append(lines, line{note: fmt.Sprintf("%s expands to one %s_<KEY>_FILE=%s_<key> per entry of %s", s.Name, s.Name, p, s.Ref)})
+			continue
+		}
+		lines = append(lines, line{name: s.Name + "_FILE", path: p})
+	}
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].name < lines[j].name })
+	switch format {
+	case "shell":
+		for _, l := range lines {
+			if l.note != "" {
+				fmt.Fprintf(stdout, "# %s\n", l.note)
+				continue
+			}
+			fmt.Fprintf(stdout, "%s=%s\n", l.name, shellQuote(l.path))
+		}
+	case "k8s":
+		fmt.Fprintln(stdout, "env:")
+		for _, l := range lines {
+			if l.note != "" {
+				fmt.Fprintf(stdout, "  # %s\n", l.note)
+				continue
+			}
+			fmt.Fprintf(stdout, "  - name: %s\n    value: %s\n", l.name, yamlQuote(l.path))
+		}
+	case "compose":
+		fmt.Fprintln(stdout, "environment:")
+		for _, l := range lines {
+			if l.note != "" {
+				fmt.Fprintf(stdout, "  # %s\n", l.note)
+				continue
+			}
+			fmt.Fprintf(stdout, "  %s: %s\n", l.name, yamlQuote(l.path))
+		}
+	default:
+		return usageError{fmt.Errorf("--format %q: want shell, k8s or compose", format)}
+	}
+	return nil
+}
+
+// expands reports whether a ref names many values (a directory, a recursive
+// parameter path) whose names are only known after a fetch.
+func expands(r sources.Ref) bool {
+	switch r.Kind {
+	case sources.File:
+		return strings.HasSuffix(r.Path, "/")
+	case sources.AWSSSM:
+		return r.Param("recursive") == "true"
+	}
+	return r.Param("split") == "true"
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:@%", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func yamlQuote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// statusView adapts the pipeline to the server's needs.
+type statusView struct{ p *pipeline }
+
+func (v statusView) Missing() []string { return v.p.engine.Missing() }
+func (v statusView) BeforeScrape()     { v.p.engine.Status() }
+func (v statusView) Snapshot() any {
+	return map[string]any{
+		"ready":   len(v.p.engine.Missing()) == 0,
+		"secrets": v.p.engine.Status(),
+	}
+}

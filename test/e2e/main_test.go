@@ -1,0 +1,213 @@
+// Package e2e runs the built phase-sidecar binary as a process against real
+// directories, HTTP clients and promtool.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/phase-sidecar/phase-sidecar/test/testenv"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "phase-sidecar-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "phase-sidecar")
+	// The race detector watches the daemon too.
+	build := exec.Command("go", "build", "-race", "-o", binary, "../../cmd/phase-sidecar")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build phase-sidecar:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// canary marks every secret value the e2e tests use; none may ever appear in
+// logs, metrics, status, errors or env output.
+const canary = "CANARY-e2e-7c1f"
+
+func value(s string) string { return canary + "-" + s }
+
+// shm returns a fresh directory on tmpfs.
+func shm(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("/dev/shm", "phase-sidecar-e2e-")
+	if err != nil {
+		testenv.Missing(t, "/dev/shm not usable: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// sidecar is a running phase-sidecar process.
+type sidecar struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string
+	out  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// writeConfig writes a config whose output goes to out and whose HTTP
+// listens on a free port; body holds the secrets: section and the rest.
+func writeConfig(t *testing.T, out, body string) (path, addr string) {
+	t.Helper()
+	addr = testenv.Addr(t)
+	path = filepath.Join(t.TempDir(), "config.yaml")
+	cfg := fmt.Sprintf("output:\n  dir: %s\nlisten: %q\n%s", out, addr, body)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, addr
+}
+
+// start runs `phase-sidecar run` at debug level and checks, when the test
+// ends, that no canary value reached its output.
+func start(t *testing.T, config, addr string, extra ...string) *sidecar {
+	t.Helper()
+	s := &sidecar{t: t, addr: addr, out: &syncBuffer{}, done: make(chan error, 1)}
+	args := append([]string{"run", "--config", config, "--log-level", "debug"}, extra...)
+	s.cmd = exec.Command(binary, args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		if s.cmd.ProcessState == nil {
+			_ = s.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-s.done:
+			case <-time.After(20 * time.Second):
+				_ = s.cmd.Process.Kill()
+				<-s.done
+			}
+		}
+		noCanary(t, "log output", s.out.String())
+		if t.Failed() {
+			t.Logf("sidecar output:\n%s", s.out.String())
+		}
+	})
+	return s
+}
+
+func noCanary(t *testing.T, where, text string) {
+	t.Helper()
+	if strings.Contains(text, canary) {
+		t.Errorf("a secret value leaked into %s", where)
+	}
+}
+
+// get fetches an endpoint; the body is checked for canaries.
+func (s *sidecar) get(path string) (int, string) {
+	s.t.Helper()
+	resp, err := http.Get("http://" + s.addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	noCanary(s.t, path, string(b))
+	return resp.StatusCode, string(b)
+}
+
+// eventually polls cond until it holds or the (generous) deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *sidecar) waitReady() {
+	s.t.Helper()
+	eventually(s.t, "/readyz 200", func() bool { c, _ := s.get("/readyz"); return c == 200 })
+}
+
+// waitFile waits until path holds want.
+func waitFile(t *testing.T, path, want string) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%s to hold the new value", filepath.Base(path)), func() bool {
+		b, err := os.ReadFile(path)
+		return err == nil && string(b) == want
+	})
+}
+
+// stop sends SIGTERM and returns the exit code.
+func (s *sidecar) stop() int {
+	s.t.Helper()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		s.t.Fatal("no exit within 20s of SIGTERM")
+	}
+	return s.cmd.ProcessState.ExitCode()
+}
+
+// runCmd runs a one-shot subcommand and returns its exit code and output.
+func runCmd(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	out, err := cmd.CombinedOutput()
+	noCanary(t, strings.Join(args[:1], " ")+" output", string(out))
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		}
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
