@@ -64,6 +64,8 @@ func TestParseErrors(t *testing.T) {
 		{"missing output.dir", "secrets: [{name: A, ref: \"file:///a\"}]\n", "1:1: output.dir: ", "required"},
 		{"relative output.dir", "output: {dir: run/secrets}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:15: output.dir: ", "want an absolute path"},
 		{"missing secrets", "output: {dir: /a}\n", "1:1: secrets: ", "required"},
+		{"empty secrets", "output: {dir: /a}\nsecrets: []\n", "2:10: secrets: ", "want at least one secret"},
+		{"mode not octal", "output: {dir: /a, mode: \"rw-r-----\"}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:25: output.mode: ", "want an octal mode"},
 		{"two reload methods", minimal + "reload:\n  signal: {process: app}\n  exec: {command: [true]}\n", "6:9: reload: ", "set at most one of signal, http and exec"},
 		{"signal without target", minimal + "reload:\n  signal: {name: SIGHUP}\n", "5:11: reload.signal: ", "set pid_file"},
 		{"signal both targets", minimal + "reload:\n  signal: {pid_file: /run/a.pid, process: app}\n", "5:43: reload.signal.process: ", "not both"},

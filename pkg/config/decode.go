@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"math"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -427,15 +428,16 @@ func (m *mapping) mode(key string, dst *fs.FileMode) *yaml.Node {
 		m.d.errorf(v, m.field(key), "want an octal string such as \"0440\", got %s %s (quote it: an unquoted number is ambiguous)", describe(v), v.Value)
 		return nil
 	}
-	s := strings.TrimPrefix(v.Value, "0o")
-	u, err := strconv.ParseUint(s, 8, 32)
-	if s == "" || len(s) > 4 || err != nil || u > 0o777 {
+	u, err := strconv.ParseUint(strings.TrimPrefix(v.Value, "0o"), 8, 32)
+	if !modeRE.MatchString(v.Value) || err != nil || u > 0o777 {
 		m.d.errorf(v, m.field(key), "want an octal mode from \"0000\" to \"0777\" such as \"0440\", got %q", v.Value)
 		return nil
 	}
 	*dst = fs.FileMode(u)
 	return v
 }
+
+var modeRE = regexp.MustCompile(`^(0o[0-7]{1,3}|0?[0-7]{1,3})$`)
 
 var sizeUnits = []struct {
 	suffix string

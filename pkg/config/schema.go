@@ -216,7 +216,7 @@ func property(p string, k kind, f field, keys map[string]kind) (map[string]any, 
 		s["pattern"] = durationPattern
 	case kMode:
 		s["type"] = "string"
-		s["pattern"] = `^(0o[0-7]{1,3}|0?[0-7]{1,3})$`
+		s["pattern"] = modeRE.String()
 	case kSize:
 		s["anyOf"] = []any{
 			map[string]any{"type": "integer", "minimum": 1, "maximum": maxSize},

@@ -59,7 +59,11 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	d.reload(&rl, &c.Reload)
 	m.done()
 
-	if m.n != nil && len(items) == 0 && list == nil {
+	switch {
+	case d.recording():
+	case list != nil && len(items) == 0:
+		d.errorf(list, "secrets", "want at least one secret, with name and ref")
+	case m.n != nil && list == nil && !m.present("secrets"):
 		d.errorf(root, "secrets", "required: a list of secrets, each with name and ref")
 	}
 	// AWS needs nothing configured: region and credentials have defaults.
