@@ -93,13 +93,7 @@ func (s *Source) classify(what, action string, err error, fallback error) error 
 		text := fmt.Sprintf("%s: %s: %s", what, code, msg)
 		switch sentinel {
 		case sources.ErrPermission:
-			who := "the instance role"
-			if ar := s.cfg.AssumeRole; ar != nil {
-				who = ar.RoleARN
-			} else if s.cfg.Credentials == CredentialsDefault {
-				who = "the SDK default credentials"
-			}
-			text = fmt.Sprintf("%s: access denied: %s needs %s (and kms:Decrypt on a customer-managed key): %s", what, who, action, msg)
+			text = s.denied(what, action, msg)
 		case sources.ErrNotFound:
 			text = fmt.Sprintf("%s: not found (%s): %s", what, code, msg)
 		case sources.ErrThrottled:
@@ -112,8 +106,19 @@ func (s *Source) classify(what, action string, err error, fallback error) error 
 		return &awsError{msg: fmt.Sprintf("%s: the SDK's client-side retry quota is exhausted", what), sentinel: sources.ErrThrottled, err: err}
 	}
 	var re *awshttp.ResponseError
-	if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
-		return &awsError{msg: fmt.Sprintf("%s: HTTP %d from AWS", what, re.HTTPStatusCode()), sentinel: sources.ErrUnavailable, err: err}
+	if errors.As(err, &re) {
+		// An error body the SDK could not decode (some proxies and
+		// emulators answer XML or HTML): the status still says enough.
+		switch code := re.HTTPStatusCode(); {
+		case code == 403:
+			return &awsError{msg: s.denied(what, action, "HTTP 403"), sentinel: sources.ErrPermission, err: err}
+		case code == 401:
+			return &awsError{msg: fmt.Sprintf("%s: HTTP 401: the credentials were not accepted", what), sentinel: sources.ErrAuth, err: err}
+		case code == 429:
+			return &awsError{msg: fmt.Sprintf("%s: HTTP 429: throttled by AWS; the whole AWS source backs off", what), sentinel: sources.ErrThrottled, err: err}
+		case code >= 500:
+			return &awsError{msg: fmt.Sprintf("%s: HTTP %d from AWS", what, code), sentinel: sources.ErrUnavailable, err: err}
+		}
 	}
 	var se *smithyhttp.RequestSendError
 	var ne net.Error
@@ -131,4 +136,18 @@ func ctxErr(err error) error {
 		return context.DeadlineExceeded
 	}
 	return context.Canceled
+}
+
+// denied words an access-denied answer: who needs which action.
+func (s *Source) denied(what, action, msg string) string {
+	who := "the instance role"
+	if ar := s.cfg.AssumeRole; ar != nil {
+		who = ar.RoleARN
+	} else if s.cfg.Credentials == CredentialsDefault {
+		who = "the SDK default credentials"
+	}
+	if action == "" {
+		return fmt.Sprintf("%s: access denied for %s: %s", what, who, msg)
+	}
+	return fmt.Sprintf("%s: access denied: %s needs %s (and kms:Decrypt on a customer-managed key): %s", what, who, action, msg)
 }
