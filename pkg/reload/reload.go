@@ -104,6 +104,9 @@ type Reloader struct {
 
 	wake chan struct{} // capacity 1: "pending changed"
 
+	// recorded, when set (by tests), sees the status after each attempt.
+	recorded func(Status)
+
 	mu       sync.Mutex
 	pending  map[string]bool // changed, not yet taken into a batch
 	first    time.Time       // first change of the pending set
@@ -139,7 +142,6 @@ func New(cfg config.Reload, o Options) (*Reloader, error) {
 	if r.maxWait == 0 {
 		r.maxWait = DefaultMaxWait
 	}
-	r.maxWait = max(r.maxWait, r.coalesce)
 	if r.retryMin <= 0 {
 		r.retryMin = DefaultRetryMin
 	}
@@ -175,16 +177,19 @@ func New(cfg config.Reload, o Options) (*Reloader, error) {
 		switch {
 		case cfg.Signal != nil:
 			var s *Signal
-			s, err = NewSignal(*cfg.Signal, logger)
-			r.notifier, r.method, r.target = s, MethodSignal, s.target()
+			if s, err = NewSignal(*cfg.Signal, logger); err == nil {
+				r.notifier, r.method, r.target = s, MethodSignal, s.target()
+			}
 		case cfg.HTTP != nil:
 			var h *HTTP
-			h, err = NewHTTP(*cfg.HTTP)
-			r.notifier, r.method, r.target = h, MethodHTTP, h.Target()
+			if h, err = NewHTTP(*cfg.HTTP); err == nil {
+				r.notifier, r.method, r.target = h, MethodHTTP, h.Target()
+			}
 		case cfg.Exec != nil:
 			var e *Exec
-			e, err = NewExec(*cfg.Exec, logger)
-			r.notifier, r.method, r.target = e, MethodExec, e.target()
+			if e, err = NewExec(*cfg.Exec, logger); err == nil {
+				r.notifier, r.method, r.target = e, MethodExec, e.target()
+			}
 		default:
 			r.method = MethodNone
 		}
@@ -313,30 +318,37 @@ func (r *Reloader) deliver(ctx context.Context, batch []string) {
 		backoff := r.backoff(attempt)
 		r.logger.Warn("reload failed, will retry",
 			"secret", strings.Join(batch, ","), "attempt", attempt, "backoff", backoff.String(), "err", err)
-		t := time.NewTimer(backoff)
+		if r.backoffOrSuperseded(ctx, batch, backoff) {
+			return
+		}
+	}
+}
+
+// backoffOrSuperseded waits out a backoff. It reports true when the retry
+// should not happen: ctx is done, or a newer change arrived, in which case
+// the failed batch is merged into the pending set.
+func (r *Reloader) backoffOrSuperseded(ctx context.Context, batch []string, backoff time.Duration) bool {
+	t := time.NewTimer(backoff)
+	defer t.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
+			return true
 		case <-t.C:
+			return false
 		case <-r.wake:
-			t.Stop()
 			r.mu.Lock()
-			now := time.Now()
 			if len(r.pending) == 0 {
-				r.first, r.last = now, now
+				// A late token for a change already in this batch.
+				r.mu.Unlock()
+				continue
 			}
 			for _, name := range batch {
 				r.pending[name] = true
 			}
 			r.inflight = nil
 			r.mu.Unlock()
-			// Keep the wake token so collect re-evaluates at once.
-			select {
-			case r.wake <- struct{}{}:
-			default:
-			}
-			return
+			return true
 		}
 	}
 }
@@ -368,6 +380,9 @@ func (r *Reloader) record(batch []string, start time.Time, d time.Duration, atte
 	}
 	r.setPendingGauge()
 	r.mu.Unlock()
+	if r.recorded != nil {
+		r.recorded(r.Status())
+	}
 	if err == nil {
 		r.logger.Info("app notified", "secret", strings.Join(batch, ","), "attempt", attempt,
 			"duration_seconds", d.Seconds())

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -253,6 +254,7 @@ func (s *Signal) match(procs []proc) []int {
 			pids = append(pids, p.pid)
 		}
 	}
+	slices.Sort(pids)
 	return pids
 }
 

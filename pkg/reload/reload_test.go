@@ -1,0 +1,395 @@
+package reload
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
+)
+
+// fakeNotifier is a Notifier made of a function field.
+type fakeNotifier struct {
+	notify func(ctx context.Context, b Batch) error
+}
+
+func (f *fakeNotifier) Notify(ctx context.Context, b Batch) error { return f.notify(ctx, b) }
+
+// recorder returns a notifier that reports every batch on a channel and
+// answers with the next result from results (nil when exhausted).
+func recorder(results ...error) (*fakeNotifier, chan []string) {
+	batches := make(chan []string, 100)
+	var n atomic.Int32
+	return &fakeNotifier{notify: func(_ context.Context, b Batch) error {
+		batches <- b.Secrets
+		i := int(n.Add(1)) - 1
+		if i < len(results) {
+			return results[i]
+		}
+		return nil
+	}}, batches
+}
+
+func newMetrics() *metrics.Metrics {
+	return metrics.New(prometheus.NewRegistry(), "test", "test")
+}
+
+func counterValue(t testing.TB, c prometheus.Collector) float64 {
+	t.Helper()
+	return testutil.ToFloat64(c)
+}
+
+// watch makes r report its status after every attempt.
+func watch(r *Reloader) <-chan Status {
+	ch := make(chan Status, 100)
+	r.recorded = func(s Status) { ch <- s }
+	return ch
+}
+
+func nextStatus(t testing.TB, ch <-chan Status) Status {
+	t.Helper()
+	select {
+	case s := <-ch:
+		return s
+	case <-time.After(time.Minute):
+		t.Fatal("no notification attempt within a minute")
+	}
+	return Status{}
+}
+
+func nextBatch(t testing.TB, ch <-chan []string) []string {
+	t.Helper()
+	select {
+	case b := <-ch:
+		return b
+	case <-time.After(time.Minute):
+		t.Fatal("no notification within a minute")
+	}
+	return nil
+}
+
+func noBatch(t testing.TB, ch <-chan []string) {
+	t.Helper()
+	select {
+	case b := <-ch:
+		t.Fatalf("unexpected notification %v", b)
+	default:
+	}
+}
+
+func newReloader(t testing.TB, cfg config.Reload, o Options) *Reloader {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	r, err := New(cfg, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestCoalesce(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     config.Reload
+		exclude []string
+		changes []struct {
+			names   []string
+			initial bool
+		}
+		want []string // the one batch, nil for none
+	}{
+		{
+			name: "changes within the window become one batch",
+			cfg:  config.Reload{Coalesce: 200 * time.Millisecond},
+			changes: []struct {
+				names   []string
+				initial bool
+			}{{[]string{"B"}, false}, {[]string{"A", "C"}, false}, {[]string{"B"}, false}},
+			want: []string{"A", "B", "C"},
+		},
+		{
+			name: "the initial sync does not notify",
+			cfg:  config.Reload{Coalesce: time.Millisecond},
+			changes: []struct {
+				names   []string
+				initial bool
+			}{{[]string{"A", "B"}, true}, {[]string{"C"}, false}},
+			want: []string{"C"},
+		},
+		{
+			name: "unless on_initial_sync is set",
+			cfg:  config.Reload{Coalesce: 200 * time.Millisecond, OnInitialSync: true},
+			changes: []struct {
+				names   []string
+				initial bool
+			}{{[]string{"A", "B"}, true}, {[]string{"C"}, false}},
+			want: []string{"A", "B", "C"},
+		},
+		{
+			name:    "excluded secrets do not notify",
+			cfg:     config.Reload{Coalesce: time.Millisecond},
+			exclude: []string{"A"},
+			changes: []struct {
+				names   []string
+				initial bool
+			}{{[]string{"A"}, false}, {[]string{"A", "B"}, false}},
+			want: []string{"B"},
+		},
+		{
+			// A window of an hour would never close: only the cap fires.
+			name: "max_wait caps the window",
+			cfg:  config.Reload{Coalesce: time.Hour, MaxWait: 50 * time.Millisecond},
+			changes: []struct {
+				names   []string
+				initial bool
+			}{{[]string{"A"}, false}},
+			want: []string{"A"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, batches := recorder()
+			r := newReloader(t, tt.cfg, Options{Notifier: n, Method: "exec", Exclude: tt.exclude})
+			for _, c := range tt.changes {
+				r.Changed(c.names, c.initial)
+			}
+			runReloader(t, r)
+			if got := nextBatch(t, batches); !slices.Equal(got, tt.want) {
+				t.Fatalf("batch %v, want %v", got, tt.want)
+			}
+			noBatch(t, batches)
+		})
+	}
+}
+
+func TestRetryUntilSuccess(t *testing.T) {
+	boom := errors.New("exec: \"reload-app\": exited with status 1")
+	n, batches := recorder(boom, boom)
+	m := newMetrics()
+	r := newReloader(t, config.Reload{Coalesce: time.Millisecond}, Options{
+		Notifier: n, Method: "exec", Metrics: m, RetryMin: time.Millisecond, RetryMax: 4 * time.Millisecond,
+	})
+	results := watch(r)
+	runReloader(t, r)
+	r.Changed([]string{"A"}, false)
+
+	for i, want := range []struct {
+		result   string
+		failures int
+	}{{"error", 1}, {"error", 2}, {"success", 0}} {
+		if b := nextBatch(t, batches); !slices.Equal(b, []string{"A"}) {
+			t.Fatalf("attempt %d: batch %v", i+1, b)
+		}
+		st := nextStatus(t, results)
+		if st.Result != want.result || st.Failures != want.failures {
+			t.Fatalf("attempt %d: status %+v, want %s with %d failures", i+1, st, want.result, want.failures)
+		}
+		if want.result == "error" && (st.Error != boom.Error() || !slices.Equal(st.Pending, []string{"A"})) {
+			t.Fatalf("attempt %d: status %+v, want the error and A pending", i+1, st)
+		}
+	}
+	st := r.Status()
+	if st.Error != "" || len(st.Pending) != 0 || st.LastSuccess.IsZero() {
+		t.Fatalf("final status %+v", st)
+	}
+	for _, c := range []struct {
+		result string
+		want   float64
+	}{{"error", 2}, {"success", 1}} {
+		if got := counterValue(t, m.Reloads.WithLabelValues("exec", c.result)); got != c.want {
+			t.Errorf("reloads_total{exec,%s} = %v, want %v", c.result, got, c.want)
+		}
+	}
+	if got := counterValue(t, m.ReloadPendingChange); got != 0 {
+		t.Errorf("pending = %v, want 0", got)
+	}
+	if got := counterValue(t, m.LastReloadSuccess); got < float64(st.LastSuccess.Unix()) {
+		t.Errorf("last success = %v, want ≥ %v", got, st.LastSuccess.Unix())
+	}
+	if got := testutil.CollectAndCount(m.ReloadDuration); got != 1 {
+		t.Errorf("reload_duration_seconds series = %d", got)
+	}
+}
+
+// TestNewerBatchSupersedesFailing: a change during the backoff of a failed
+// notification replaces the retry with one merged batch.
+func TestNewerBatchSupersedesFailing(t *testing.T) {
+	n, batches := recorder(errors.New("down"))
+	m := newMetrics()
+	r := newReloader(t, config.Reload{Coalesce: time.Millisecond}, Options{
+		Notifier: n, Method: "http", Metrics: m, RetryMin: time.Hour,
+	})
+	results := watch(r)
+	runReloader(t, r)
+	r.Changed([]string{"A"}, false)
+	if b := nextBatch(t, batches); !slices.Equal(b, []string{"A"}) {
+		t.Fatalf("batch %v", b)
+	}
+	if st := nextStatus(t, results); st.Result != "error" {
+		t.Fatalf("status %+v", st)
+	}
+	if got := counterValue(t, m.ReloadPendingChange); got != 1 {
+		t.Errorf("pending = %v, want 1", got)
+	}
+	// The retry is an hour away; the newer change must not wait for it.
+	r.Changed([]string{"B"}, false)
+	if b := nextBatch(t, batches); !slices.Equal(b, []string{"A", "B"}) {
+		t.Fatalf("merged batch %v, want [A B]", b)
+	}
+	if st := nextStatus(t, results); st.Result != "success" || len(st.Pending) != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestNeverOverlapping: while a notification runs, new changes wait for it.
+func TestNeverOverlapping(t *testing.T) {
+	var active, maxActive atomic.Int32
+	release := make(chan struct{})
+	started := make(chan []string, 10)
+	n := &fakeNotifier{notify: func(ctx context.Context, b Batch) error {
+		cur := active.Add(1)
+		defer active.Add(-1)
+		if cur > maxActive.Load() {
+			maxActive.Store(cur)
+		}
+		started <- b.Secrets
+		<-release
+		return nil
+	}}
+	r := newReloader(t, config.Reload{}, Options{Notifier: n, Method: "exec"})
+	runReloader(t, r)
+	r.Changed([]string{"A"}, false)
+	if b := nextBatch(t, started); !slices.Equal(b, []string{"A"}) {
+		t.Fatalf("batch %v", b)
+	}
+	for _, name := range []string{"B", "C", "D"} {
+		r.Changed([]string{name}, false)
+	}
+	if st := r.Status(); !slices.Equal(st.Pending, []string{"A", "B", "C", "D"}) {
+		t.Fatalf("pending %v", st.Pending)
+	}
+	noBatch(t, started)
+	release <- struct{}{}
+	if b := nextBatch(t, started); !slices.Equal(b, []string{"B", "C", "D"}) {
+		t.Fatalf("batch %v", b)
+	}
+	close(release)
+	if maxActive.Load() != 1 {
+		t.Fatalf("%d notifications ran at once", maxActive.Load())
+	}
+}
+
+// TestRunStopsOnCancel: Run returns nil when cancelled in the middle of a
+// notification and in the middle of a backoff.
+func TestRunStopsOnCancel(t *testing.T) {
+	for _, phase := range []string{"notify", "backoff"} {
+		t.Run(phase, func(t *testing.T) {
+			entered := make(chan struct{}, 1)
+			n := &fakeNotifier{notify: func(ctx context.Context, b Batch) error {
+				entered <- struct{}{}
+				if phase == "notify" {
+					<-ctx.Done()
+					return ctx.Err()
+				}
+				return errors.New("down")
+			}}
+			r := newReloader(t, config.Reload{}, Options{Notifier: n, Method: "exec", RetryMin: time.Hour})
+			results := watch(r)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx) }()
+			r.Changed([]string{"A"}, false)
+			<-entered
+			if phase == "backoff" {
+				nextStatus(t, results)
+			}
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Run = %v", err)
+				}
+			case <-time.After(time.Minute):
+				t.Fatal("Run did not return")
+			}
+		})
+	}
+}
+
+func TestNoReloadConfigured(t *testing.T) {
+	r := newReloader(t, config.Reload{Coalesce: time.Second}, Options{})
+	if r.Method() != MethodNone {
+		t.Fatalf("method %q", r.Method())
+	}
+	r.Changed([]string{"A"}, false)
+	if err := r.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Status(); st.Method != "none" || len(st.Pending) != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	sig := &config.Signal{PIDFile: "/run/app.pid"}
+	tests := []struct {
+		name string
+		cfg  config.Reload
+		o    Options
+		want string
+	}{
+		{"two notifiers", config.Reload{Signal: sig, Exec: &config.Exec{Command: []string{"true"}}}, Options{}, "at most one"},
+		{"supervise and signal", config.Reload{Signal: sig}, Options{Notifier: &fakeNotifier{}}, "cannot be combined"},
+		{"negative coalesce", config.Reload{Coalesce: -time.Second}, Options{}, "negative"},
+		{"bad url", config.Reload{HTTP: &config.HTTP{URL: "ftp://u:hunter2@x/"}}, Options{}, "http:// or https://"},
+		{"no command", config.Reload{Exec: &config.Exec{}}, Options{}, "must name a program"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg, tt.o)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New = %v, want an error saying %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error leaks the URL password: %v", err)
+			}
+		})
+	}
+}
+
+func TestStatusJSON(t *testing.T) {
+	r := newReloader(t, config.Reload{Coalesce: time.Second, HTTP: &config.HTTP{URL: "https://admin:hunter2@app:8000/reload?token=t0ps3cret"}}, Options{})
+	r.Changed([]string{"SECRET_KEY"}, false)
+	b, err := json.Marshal(r.Status())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(b)
+	for _, want := range []string{`"method":"http"`, `"target":"https://REDACTED@app:8000/reload?token=REDACTED"`, `"pending":["SECRET_KEY"]`, `"coalesce":"1s"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%s lacks %s", got, want)
+		}
+	}
+	for _, leak := range []string{"hunter2", "t0ps3cret", "admin"} {
+		if strings.Contains(got, leak) {
+			t.Errorf("%s leaks %q", got, leak)
+		}
+	}
+}
