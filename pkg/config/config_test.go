@@ -315,3 +315,13 @@ func TestLoad(t *testing.T) {
 		t.Errorf("Load(missing) = %v, want ErrNotExist", err)
 	}
 }
+
+func TestAliases(t *testing.T) {
+	c, err := Parse("a.yaml", []byte("output: {dir: /a, uid: &id 1000, gid: *id}\nsecrets:\n  - &s {name: A, ref: \"file:///a\", gid: *id}\nreload: {exec: {command: &cmd [kill, -HUP, \"1\"]}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Output.GID != 1000 || c.Secrets[0].GID != 1000 || !slices.Equal(c.Reload.Exec.Command, []string{"kill", "-HUP", "1"}) {
+		t.Errorf("got %+v", c)
+	}
+}

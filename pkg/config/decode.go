@@ -489,8 +489,8 @@ func (m *mapping) size(key string, dst *int64) *yaml.Node {
 	return v
 }
 
-// strings reads a list of strings.
-func (m *mapping) strings(key string, dst *[]string) *yaml.Node {
+// stringList reads a list of strings.
+func (m *mapping) stringList(key string, dst *[]string) *yaml.Node {
 	v := resolve(m.get(key, kStringList))
 	if v == nil {
 		return nil

@@ -545,7 +545,7 @@ func (d *decoder) httpReload(m *mapping) *HTTP {
 
 func (d *decoder) exec(m *mapping) *Exec {
 	e := &Exec{Timeout: 30 * time.Second}
-	switch n := m.strings("command", &e.Command); {
+	switch n := m.stringList("command", &e.Command); {
 	case n == nil && m.n != nil && !m.present("command"):
 		d.errorf(m.n, m.field("command"), "required: the command and its arguments as a list, such as [nginx, -s, reload]")
 	case n != nil && (len(e.Command) == 0 || e.Command[0] == ""):
