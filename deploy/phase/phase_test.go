@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/phase-sidecar/phase-sidecar/deploy/internal/kit"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -167,5 +169,19 @@ func TestReferencePage(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestValidate runs the real binary's validate on every generated config.
+func TestValidate(t *testing.T) {
+	bin := kit.BuildSidecar(t, t.TempDir())
+	c := load(t)
+	for _, tg := range c.Targets() {
+		t.Run(tg.Path, func(t *testing.T) {
+			out, err := exec.Command(bin, "validate", "--config", filepath.Join("..", tg.Path)).CombinedOutput()
+			if err != nil {
+				t.Errorf("phase-sidecar validate: %v\n%s", err, out)
+			}
+		})
 	}
 }
