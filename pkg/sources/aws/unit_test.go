@@ -1,0 +1,525 @@
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	smtypes "github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+// fakeSM and fakeSSM are function-field fakes of the SDK clients.
+type fakeSM struct {
+	get   func(*secretsmanager.GetSecretValueInput) (*secretsmanager.GetSecretValueOutput, error)
+	batch func(*secretsmanager.BatchGetSecretValueInput) (*secretsmanager.BatchGetSecretValueOutput, error)
+}
+
+func (f *fakeSM) GetSecretValue(_ context.Context, in *secretsmanager.GetSecretValueInput, _ ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
+	return f.get(in)
+}
+
+func (f *fakeSM) BatchGetSecretValue(_ context.Context, in *secretsmanager.BatchGetSecretValueInput, _ ...func(*secretsmanager.Options)) (*secretsmanager.BatchGetSecretValueOutput, error) {
+	return f.batch(in)
+}
+
+type fakeSSM struct {
+	get    func(*ssm.GetParameterInput) (*ssm.GetParameterOutput, error)
+	gets   func(*ssm.GetParametersInput) (*ssm.GetParametersOutput, error)
+	byPath func(*ssm.GetParametersByPathInput) (*ssm.GetParametersByPathOutput, error)
+}
+
+func (f *fakeSSM) GetParameter(_ context.Context, in *ssm.GetParameterInput, _ ...func(*ssm.Options)) (*ssm.GetParameterOutput, error) {
+	return f.get(in)
+}
+
+func (f *fakeSSM) GetParameters(_ context.Context, in *ssm.GetParametersInput, _ ...func(*ssm.Options)) (*ssm.GetParametersOutput, error) {
+	return f.gets(in)
+}
+
+func (f *fakeSSM) GetParametersByPath(_ context.Context, in *ssm.GetParametersByPathInput, _ ...func(*ssm.Options)) (*ssm.GetParametersByPathOutput, error) {
+	return f.byPath(in)
+}
+
+func fakeSource(sm smAPI, p ssmAPI, cfg config.AWS) *Source {
+	s := &Source{
+		log:    slog.New(slog.DiscardHandler),
+		env:    envMap(),
+		cfg:    cfg,
+		gate:   &gate{},
+		region: testRegion,
+		creds:  aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider("AKIAFAKE", "fake", "")),
+		sm:     sm,
+		ssm:    p,
+	}
+	s.smView = &secretsManager{s: s}
+	s.ssmView = &parameterStore{s: s}
+	return s
+}
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	s := fakeSource(nil, nil, config.AWS{AssumeRole: &config.AssumeRole{RoleARN: roleARN}})
+	api := func(code, msg string) error { return &smithy.GenericAPIError{Code: code, Message: msg} }
+	resp := func(status int) error {
+		return &awshttp.ResponseError{ResponseError: &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}}, Err: errors.New("deserialization failed")}}
+	}
+	tests := []struct {
+		name string
+		err  error
+		want error
+		text []string
+	}{
+		{"access denied", api("AccessDeniedException", "User: arn:aws:sts::1:assumed-role/r/s is not authorized to perform: secretsmanager:GetSecretValue"),
+			sources.ErrPermission, []string{"access denied", roleARN, "secretsmanager:GetSecretValue", "assumed-role/r/s"}},
+		{"kms", api("DecryptionFailure", "kms"), sources.ErrPermission, nil},
+		{"not found", api("ResourceNotFoundException", "Secrets Manager can't find the specified secret."), sources.ErrNotFound, []string{"not found"}},
+		{"parameter not found", api("ParameterNotFound", ""), sources.ErrNotFound, nil},
+		{"version not found", api("ParameterVersionNotFound", ""), sources.ErrNotFound, nil},
+		{"throttling", api("ThrottlingException", "Rate exceeded"), sources.ErrThrottled, []string{"backs off"}},
+		{"expired token", api("ExpiredTokenException", ""), sources.ErrAuth, nil},
+		{"bad key", api("UnrecognizedClientException", ""), sources.ErrAuth, nil},
+		{"internal", api("InternalServiceError", ""), sources.ErrUnavailable, nil},
+		{"undecodable 403", resp(403), sources.ErrPermission, []string{"HTTP 403"}},
+		{"undecodable 503", resp(503), sources.ErrUnavailable, nil},
+		{"send", &smithyhttp.RequestSendError{Err: syscall.ECONNREFUSED}, sources.ErrUnavailable, []string{"cannot reach AWS"}},
+		{"quota", &ratelimit.QuotaExceededError{}, sources.ErrThrottled, nil},
+		{"deadline", fmt.Errorf("op: %w", context.DeadlineExceeded), context.DeadlineExceeded, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := s.classify(`aws-sm: get secret "prod/db"`, "secretsmanager:GetSecretValue", tt.err, nil)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("%v: does not wrap %v", err, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), `aws-sm: get secret "prod/db"`) {
+				t.Errorf("%q does not name the secret", err)
+			}
+			for _, w := range tt.text {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%q lacks %q", err, w)
+				}
+			}
+			if !errors.Is(err, tt.err) {
+				t.Errorf("the SDK error is not kept for errors.As")
+			}
+		})
+	}
+}
+
+func TestSecretsManagerFetchSelectsVersion(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		ref, stage, versionID string
+	}{
+		{"aws-sm://prod/db#password", "AWSCURRENT", ""},
+		{"aws-sm://prod/db?stage=AWSPREVIOUS", "AWSPREVIOUS", ""},
+		{"aws-sm://arn:aws:secretsmanager:eu-west-1:1:secret:prod/db-AbCdEf?version_id=v-1", "", "v-1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ref, func(t *testing.T) {
+			t.Parallel()
+			ref := mustRef(t, tt.ref)
+			var got *secretsmanager.GetSecretValueInput
+			sm := &fakeSM{get: func(in *secretsmanager.GetSecretValueInput) (*secretsmanager.GetSecretValueOutput, error) {
+				got = in
+				return &secretsmanager.GetSecretValueOutput{SecretString: aws.String(`{"password":"p"}`), VersionId: aws.String("v-9")}, nil
+			}}
+			o, err := fakeSource(sm, nil, config.AWS{}).SecretsManager().Fetch(context.Background(), ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if aws.ToString(got.SecretId) != ref.Path || aws.ToString(got.VersionStage) != tt.stage || aws.ToString(got.VersionId) != tt.versionID {
+				t.Errorf("sent id %q stage %q version %q", aws.ToString(got.SecretId), aws.ToString(got.VersionStage), aws.ToString(got.VersionId))
+			}
+			if o.Version != "v-9" {
+				t.Errorf("version %q", o.Version)
+			}
+		})
+	}
+}
+
+func TestSecretsManagerFetchBatch(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var batchSizes []int
+	var singles []string
+	sm := &fakeSM{
+		get: func(in *secretsmanager.GetSecretValueInput) (*secretsmanager.GetSecretValueOutput, error) {
+			mu.Lock()
+			singles = append(singles, aws.ToString(in.SecretId)+"@"+aws.ToString(in.VersionStage))
+			mu.Unlock()
+			return &secretsmanager.GetSecretValueOutput{SecretString: aws.String("single"), VersionId: aws.String("vs")}, nil
+		},
+		batch: func(in *secretsmanager.BatchGetSecretValueInput) (*secretsmanager.BatchGetSecretValueOutput, error) {
+			mu.Lock()
+			batchSizes = append(batchSizes, len(in.SecretIdList))
+			mu.Unlock()
+			out := &secretsmanager.BatchGetSecretValueOutput{}
+			ids := in.SecretIdList
+			// Page the first call: half now, half after NextToken.
+			if in.NextToken == nil && len(ids) == smBatchMax {
+				out.NextToken = aws.String("page-2")
+				ids = ids[:10]
+			} else if in.NextToken != nil {
+				ids = ids[10:]
+			}
+			for _, id := range ids {
+				switch {
+				case id == "s-missing":
+					out.Errors = append(out.Errors, smtypes.APIErrorType{SecretId: aws.String(id), ErrorCode: aws.String("ResourceNotFoundException"), Message: aws.String("can't find")})
+				case id == "s-unanswered":
+				default:
+					out.SecretValues = append(out.SecretValues, smtypes.SecretValueEntry{
+						Name: aws.String(id), ARN: aws.String("arn:" + id), SecretString: aws.String("v:" + id), VersionId: aws.String("ver-" + id)})
+				}
+			}
+			return out, nil
+		},
+	}
+	var refs []sources.Ref
+	for i := range 43 {
+		refs = append(refs, mustRef(t, fmt.Sprintf("aws-sm://s-%02d#k", i)))
+	}
+	refs = append(refs,
+		mustRef(t, "aws-sm://s-00#other"), // same object, another key: no extra id
+		mustRef(t, "aws-sm://s-missing"),
+		mustRef(t, "aws-sm://s-unanswered"),
+		mustRef(t, "aws-sm://s-01?stage=AWSPREVIOUS"), // not batchable
+	)
+	res := fakeSource(sm, nil, config.AWS{}).SecretsManager().(sources.Batcher).FetchBatch(context.Background(), refs)
+	if len(res) != len(refs) {
+		t.Fatalf("%d results for %d refs", len(res), len(refs))
+	}
+	for i := range 43 {
+		id := fmt.Sprintf("s-%02d", i)
+		if res[i].Err != nil || string(res[i].Object.Value.Reveal()) != "v:"+id || res[i].Object.Version != "ver-"+id {
+			t.Errorf("%s: %v %q %q", id, res[i].Err, res[i].Object.Value.Reveal(), res[i].Object.Version)
+		}
+	}
+	if string(res[43].Object.Value.Reveal()) != "v:s-00" {
+		t.Errorf("duplicate object not shared")
+	}
+	if !errors.Is(res[44].Err, sources.ErrNotFound) || !strings.Contains(res[44].Err.Error(), `"s-missing"`) {
+		t.Errorf("missing: %v", res[44].Err)
+	}
+	if res[45].Err != nil || string(res[45].Object.Value.Reveal()) != "single" {
+		t.Errorf("unanswered id not read alone: %+v", res[45])
+	}
+	// 45 distinct ids: 20 (two pages), 20 (two pages), 5.
+	if want := []int{20, 20, 20, 20, 5}; fmt.Sprint(batchSizes) != fmt.Sprint(want) {
+		t.Errorf("batch calls %v, want %v", batchSizes, want)
+	}
+	if want := []string{"s-unanswered@AWSCURRENT", "s-01@AWSPREVIOUS"}; fmt.Sprint(singles) != fmt.Sprint(want) {
+		t.Errorf("single reads %v, want %v", singles, want)
+	}
+}
+
+func TestSecretsManagerBatchDeniedFallsBack(t *testing.T) {
+	t.Parallel()
+	var batches, singles int
+	sm := &fakeSM{
+		batch: func(*secretsmanager.BatchGetSecretValueInput) (*secretsmanager.BatchGetSecretValueOutput, error) {
+			batches++
+			return nil, &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not authorized to perform: secretsmanager:BatchGetSecretValue"}
+		},
+		get: func(in *secretsmanager.GetSecretValueInput) (*secretsmanager.GetSecretValueOutput, error) {
+			singles++
+			return &secretsmanager.GetSecretValueOutput{SecretString: aws.String("x"), VersionId: aws.String("v")}, nil
+		},
+	}
+	src := fakeSource(sm, nil, config.AWS{}).SecretsManager().(sources.Batcher)
+	refs := []sources.Ref{mustRef(t, "aws-sm://a"), mustRef(t, "aws-sm://b")}
+	for range 2 {
+		for _, r := range src.FetchBatch(context.Background(), refs) {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		}
+	}
+	if batches != 1 || singles != 4 {
+		t.Errorf("%d batch and %d single calls, want 1 (then batching off) and 4", batches, singles)
+	}
+}
+
+func TestSSMFetchBatch(t *testing.T) {
+	t.Parallel()
+	var calls [][]string
+	p := &fakeSSM{gets: func(in *ssm.GetParametersInput) (*ssm.GetParametersOutput, error) {
+		calls = append(calls, in.Names)
+		if !aws.ToBool(in.WithDecryption) {
+			t.Error("GetParameters without decryption")
+		}
+		out := &ssm.GetParametersOutput{}
+		for _, n := range in.Names {
+			name, sel, _ := strings.Cut(n, ":")
+			if name == "/missing" {
+				out.InvalidParameters = append(out.InvalidParameters, n)
+				continue
+			}
+			prm := ssmtypes.Parameter{Name: aws.String(name), Value: aws.String("v" + name), Version: 3}
+			if sel != "" {
+				prm.Selector = aws.String(":" + sel)
+			}
+			out.Parameters = append(out.Parameters, prm)
+		}
+		return out, nil
+	}}
+	var refs []sources.Ref
+	for i := range 23 {
+		refs = append(refs, mustRef(t, fmt.Sprintf("aws-ssm:///p/%02d", i)))
+	}
+	refs = append(refs, mustRef(t, "aws-ssm:///p/00?version=2"), mustRef(t, "aws-ssm:///p/01?label=prod"), mustRef(t, "aws-ssm:///missing"))
+	res := fakeSource(nil, p, config.AWS{}).SSM().(sources.Batcher).FetchBatch(context.Background(), refs)
+	for i := range 25 {
+		if res[i].Err != nil || res[i].Object.Version != "3" {
+			t.Errorf("ref %s: %v %q", refs[i], res[i].Err, res[i].Object.Version)
+		}
+	}
+	if !errors.Is(res[25].Err, sources.ErrNotFound) {
+		t.Errorf("missing: %v", res[25].Err)
+	}
+	if len(calls) != 3 || len(calls[0]) != 10 || len(calls[2]) != 6 {
+		t.Errorf("calls %v, want 10+10+6 names", calls)
+	}
+	if got := calls[2][3]; got != "/p/00:2" {
+		t.Errorf("selector sent as %q, want /p/00:2", got)
+	}
+}
+
+func TestSSMByPath(t *testing.T) {
+	t.Parallel()
+	params := map[string]string{"/app/db/password": "a", "/app/db/user": "b", "/app/token": "c"}
+	tests := []struct {
+		name   string
+		params map[string]string
+		fields []string
+		err    error
+	}{
+		{"nested", params, []string{"db_password", "db_user", "token"}, nil},
+		{"collision", map[string]string{"/app/a/b": "x", "/app/a_b": "y"}, nil, nil},
+		{"empty", map[string]string{}, nil, sources.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var names []string
+			for n := range tt.params {
+				names = append(names, n)
+			}
+			pages := 0
+			p := &fakeSSM{byPath: func(in *ssm.GetParametersByPathInput) (*ssm.GetParametersByPathOutput, error) {
+				if aws.ToString(in.Path) != "/app" || !aws.ToBool(in.Recursive) || !aws.ToBool(in.WithDecryption) {
+					t.Errorf("sent path %q recursive %v decrypt %v", aws.ToString(in.Path), aws.ToBool(in.Recursive), aws.ToBool(in.WithDecryption))
+				}
+				// One parameter per page.
+				out := &ssm.GetParametersByPathOutput{}
+				if pages < len(names) {
+					n := names[pages]
+					out.Parameters = []ssmtypes.Parameter{{Name: aws.String(n), Value: aws.String(tt.params[n]), Version: 1}}
+				}
+				pages++
+				if pages < len(names) {
+					out.NextToken = aws.String("more")
+				}
+				return out, nil
+			}}
+			o, err := fakeSource(nil, p, config.AWS{}).SSM().Fetch(context.Background(), mustRef(t, "aws-ssm:///app/?recursive=true"))
+			switch {
+			case tt.err != nil:
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("%v, want %v", err, tt.err)
+				}
+			case tt.fields == nil:
+				if err == nil || !strings.Contains(err.Error(), "both map to field") {
+					t.Fatalf("%v, want a collision error", err)
+				}
+			default:
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(o.Keys()) != fmt.Sprint(tt.fields) || !o.Expands() {
+					t.Errorf("fields %v expands %v, want %v", o.Keys(), o.Expands(), tt.fields)
+				}
+			}
+		})
+	}
+}
+
+func TestFieldName(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ path, name, want string }{
+		{"/phase/", "/phase/db/password", "db_password"},
+		{"/phase", "/phase/token", "token"},
+		{"/", "/a/b", "a_b"},
+	}
+	for _, tt := range tests {
+		if got := FieldName(tt.path, tt.name); got != tt.want {
+			t.Errorf("FieldName(%q, %q) = %q, want %q", tt.path, tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestThrottleBacksOffWholeSource: a throttled Secrets Manager read holds
+// back SSM too, until the back-off ends or the caller gives up.
+func TestThrottleBacksOffWholeSource(t *testing.T) {
+	t.Parallel()
+	sm := &fakeSM{get: func(*secretsmanager.GetSecretValueInput) (*secretsmanager.GetSecretValueOutput, error) {
+		return nil, &smithy.GenericAPIError{Code: "ThrottlingException", Message: "Rate exceeded"}
+	}}
+	p := &fakeSSM{get: func(*ssm.GetParameterInput) (*ssm.GetParameterOutput, error) {
+		t.Error("SSM called during the back-off")
+		return nil, errors.New("unreachable")
+	}}
+	s := fakeSource(sm, p, config.AWS{})
+	_, err := s.SecretsManager().Fetch(context.Background(), mustRef(t, "aws-sm://a"))
+	if !errors.Is(err, sources.ErrThrottled) {
+		t.Fatalf("%v, want ErrThrottled", err)
+	}
+	until := s.gate.until()
+	if until.IsZero() {
+		t.Fatal("no back-off after a throttle")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = s.SSM().Fetch(ctx, mustRef(t, "aws-ssm:///x"))
+	if !errors.Is(err, sources.ErrThrottled) {
+		t.Fatalf("SSM during back-off: %v, want ErrThrottled", err)
+	}
+	// Back-off grows while throttles continue, within its bounds.
+	g := &gate{}
+	now := time.Now()
+	prevMax := time.Duration(0)
+	for i := range 10 {
+		d := g.throttled(now)
+		hi := min(throttleBase<<min(i, 6), throttleMax)
+		if d < hi/2 || d > hi {
+			t.Errorf("strike %d: back-off %v outside [%v, %v]", i, d, hi/2, hi)
+		}
+		prevMax = max(prevMax, d)
+	}
+	g.reset()
+	if !g.until().IsZero() {
+		t.Error("reset left a back-off")
+	}
+}
+
+// fakeTransport answers IMDS requests by method and path.
+type fakeTransport func(*http.Request) (*http.Response, error)
+
+func (f fakeTransport) Do(r *http.Request) (*http.Response, error) { return f(r) }
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "timeout awaiting response headers" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func TestIMDSDiag(t *testing.T) {
+	t.Parallel()
+	status := func(code int) (*http.Response, error) {
+		return &http.Response{StatusCode: code, Body: io.NopCloser(strings.NewReader(""))}, nil
+	}
+	tests := []struct {
+		name  string
+		token func() (*http.Response, error)
+		get   func() (*http.Response, error)
+		want  IMDSProblem
+	}{
+		{"token 403", func() (*http.Response, error) { return status(403) }, nil, IMDSTokenRefused},
+		{"token 405", func() (*http.Response, error) { return status(405) }, nil, IMDSTokenRefused},
+		{"token timeout", func() (*http.Response, error) { return nil, timeoutErr{} }, nil, IMDSTokenTimeout},
+		{"refused", func() (*http.Response, error) { return nil, fmt.Errorf("dial: %w", syscall.ECONNREFUSED) }, nil, IMDSRefused},
+		{"no role", func() (*http.Response, error) { return status(200) }, func() (*http.Response, error) { return status(404) }, IMDSNoRole},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			d := &imdsDiag{next: fakeTransport(func(r *http.Request) (*http.Response, error) {
+				if r.Method == http.MethodPut {
+					return tt.token()
+				}
+				return tt.get()
+			})}
+			put, _ := http.NewRequest(http.MethodPut, "http://169.254.169.254/latest/api/token", nil)
+			if _, err := d.Do(put); err == nil && tt.get != nil {
+				get, _ := http.NewRequest(http.MethodGet, "http://169.254.169.254/latest/meta-data/iam/security-credentials/", nil)
+				_, _ = d.Do(get)
+			}
+			err := d.explain(errors.New("sdk error"))
+			var ie *IMDSError
+			if !errors.As(err, &ie) || ie.Problem != tt.want {
+				t.Fatalf("%v, want problem %d", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestIMDSCredentialsCheck(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	p := &imdsCredentials{diag: &imdsDiag{}, now: func() time.Time { return now }}
+	tests := []struct {
+		name  string
+		creds aws.Credentials
+		want  IMDSProblem
+	}{
+		{"ok", aws.Credentials{AccessKeyID: "a", SecretAccessKey: "s", CanExpire: true, Expires: now.Add(time.Hour)}, IMDSUnknown},
+		{"expired", aws.Credentials{AccessKeyID: "a", SecretAccessKey: "s", CanExpire: true, Expires: now.Add(-time.Second)}, IMDSExpiredCredentials},
+		{"no key", aws.Credentials{SecretAccessKey: "s"}, IMDSBadCredentials},
+	}
+	for _, tt := range tests {
+		_, err := p.check(tt.creds)
+		var ie *IMDSError
+		switch {
+		case tt.want == IMDSUnknown && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.want != IMDSUnknown && (!errors.As(err, &ie) || ie.Problem != tt.want || !errors.Is(err, sources.ErrAuth)):
+			t.Errorf("%s: %v, want problem %d wrapping ErrAuth", tt.name, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s\"") {
+			t.Errorf("%s: error may carry the secret key: %v", tt.name, err)
+		}
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  config.AWS
+		env  func(string) string
+		want string
+	}{
+		{"unknown mode", config.AWS{Credentials: "static"}, envMap(), `credentials "static"`},
+		{"imds disabled", config.AWS{}, envMap("AWS_EC2_METADATA_DISABLED", "true"), "AWS_EC2_METADATA_DISABLED"},
+		{"assume role without arn", config.AWS{AssumeRole: &config.AssumeRole{}}, envMap(), "role_arn"},
+	}
+	for _, tt := range tests {
+		_, err := New(context.Background(), tt.cfg, Options{Env: tt.env})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want an error mentioning %q", tt.name, err, tt.want)
+		}
+	}
+}
