@@ -6,6 +6,7 @@ package vault
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -103,6 +104,8 @@ func New(cfg config.Vault, o Options) (*Source, error) {
 	}
 
 	hc := cleanhttp.DefaultPooledClient()
+	// ConfigureTLS edits this config in place; it must exist.
+	hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	// The API client follows Vault's redirects itself.
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	ac := &api.Config{

@@ -1,0 +1,134 @@
+package vault
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+)
+
+func TestClassify(t *testing.T) {
+	resp := func(code int, msgs ...string) error {
+		return &api.ResponseError{HTTPMethod: "GET", URL: "http://v/v1/x", StatusCode: code, Errors: msgs}
+	}
+	tests := []struct {
+		name string
+		err  error
+		want error
+		text string
+	}{
+		{"403", resp(403, "permission denied"), sources.ErrPermission, "policies"},
+		{"404", resp(404), sources.ErrNotFound, `"secret/app"`},
+		{"429", resp(429, "request path \"secret/app\": rate limit quota exceeded"), sources.ErrThrottled, "rate limit"},
+		{"sealed", resp(503, "Vault is sealed"), sources.ErrUnavailable, "Vault is sealed"},
+		{"412", resp(412), sources.ErrUnavailable, "412"},
+		{"500", resp(500, "internal error"), sources.ErrUnavailable, "internal error"},
+		{"unknown CA", &url.Error{Op: "Get", URL: "https://v", Err: x509.UnknownAuthorityError{}}, sources.ErrUnavailable, "ca_cert"},
+		{"hostname", &url.Error{Op: "Get", URL: "https://v", Err: x509.HostnameError{Host: "10.0.0.1", Certificate: &x509.Certificate{}}}, sources.ErrUnavailable, "tls_server_name"},
+		{"refused", &url.Error{Op: "Get", URL: "http://v", Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, sources.ErrUnavailable, "connection refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := classify("read", "secret/app", tt.err)
+			if !errors.Is(err, tt.want) {
+				t.Errorf("classify = %v, want %v", err, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.text) || !strings.HasPrefix(err.Error(), `vault: read "secret/app"`) {
+				t.Errorf("classify = %q, want it to start with the path and mention %q", err, tt.text)
+			}
+			if got := sources.Reason(err); got == "other" {
+				t.Errorf("Reason = other")
+			}
+		})
+	}
+}
+
+func TestRefreshAfter(t *testing.T) {
+	for _, d := range []time.Duration{3 * time.Second, time.Minute, time.Hour, 768 * time.Hour} {
+		lo, hi := time.Duration(float64(d)*0.6), time.Duration(float64(d)*0.74)
+		for range 100 {
+			if got := refreshAfter(d); got < lo || got > hi {
+				t.Fatalf("refreshAfter(%v) = %v, want within [%v, %v]", d, got, lo, hi)
+			}
+		}
+	}
+	if got := refreshAfter(0); got != 0 {
+		t.Errorf("refreshAfter(0) = %v", got)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	for n := 1; n < 20; n++ {
+		d := backoff(n)
+		ceil := min(500*time.Millisecond<<min(n-1, 7), time.Minute)
+		if d < ceil/2 || d > ceil {
+			t.Errorf("backoff(%d) = %v, want within [%v, %v]", n, d, ceil/2, ceil)
+		}
+	}
+}
+
+func TestObjectOf(t *testing.T) {
+	data := map[string]any{"s": "text", "n": 1.5, "b": true, "l": []any{"x"}, "o": map[string]any{"k": "v"}, "z": nil}
+	obj, err := objectOf(sources.Ref{Path: "secret/app"}, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"s": "text", "n": "1.5", "b": "true", "l": `["x"]`, "o": `{"k":"v"}`, "z": "null"}
+	for k, w := range want {
+		if got := string(obj.Fields[k].Reveal()); got != w {
+			t.Errorf("field %s = %q, want %q", k, got, w)
+		}
+	}
+	if got := string(obj.Value.Reveal()); got != `{"b":true,"l":["x"],"n":1.5,"o":{"k":"v"},"s":"text","z":null}` {
+		t.Errorf("Value = %s", got)
+	}
+	if fmt.Sprint(obj) == "" || strings.Contains(fmt.Sprintf("%v %+v", obj, obj), "text") {
+		t.Error("printing an object shows a value")
+	}
+}
+
+func TestNewConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  config.Vault
+		text string
+	}{
+		{"no address", config.Vault{}, "VAULT_ADDR"},
+		{"unknown method", config.Vault{Address: "http://v", Auth: config.VaultAuth{Method: "ldap"}}, "unknown auth method"},
+		{"approle without files", config.Vault{Address: "http://v", Auth: config.VaultAuth{Method: "approle"}}, "role_id_file"},
+		{"jwt without file", config.Vault{Address: "http://v", Auth: config.VaultAuth{Method: "jwt", Role: "r"}}, "jwt_file"},
+		{"aws without credentials", config.Vault{Address: "http://v", Auth: config.VaultAuth{Method: "aws", Role: "r"}}, "AWS credentials"},
+		{"missing CA file", config.Vault{Address: "https://v", CACert: "/nonexistent/ca.pem"}, "ca_cert"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg, Options{})
+			if err == nil || !strings.Contains(err.Error(), tt.text) {
+				t.Errorf("New: err = %v, want it to mention %q", err, tt.text)
+			}
+		})
+	}
+}
+
+func TestNewUsesEnv(t *testing.T) {
+	env := map[string]string{"VAULT_ADDR": "http://127.0.0.1:1", "VAULT_NAMESPACE": "team-a"}
+	s, err := New(config.Vault{}, Options{Env: func(k string) string { return env[k] }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.client.Address() != "http://127.0.0.1:1" || s.client.Namespace() != "team-a" {
+		t.Errorf("address %q, namespace %q", s.client.Address(), s.client.Namespace())
+	}
+	if s.client.Token() != "" {
+		t.Error("New took a token from the process environment")
+	}
+}
