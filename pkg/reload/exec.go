@@ -132,7 +132,7 @@ func (c *capped) Write(p []byte) (int, error) {
 func (c *capped) String() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := strings.ToValidUTF8(string(c.buf), "?")
+	s := strings.TrimRight(strings.ToValidUTF8(string(c.buf), "?"), "\n")
 	if c.total > len(c.buf) {
 		s += fmt.Sprintf("…(truncated, %d bytes in all)", c.total)
 	}
