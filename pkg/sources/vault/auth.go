@@ -221,7 +221,7 @@ func (a *auth) schedule(tok *token, now time.Time, ttl time.Duration, relogin bo
 	if ttl >= 2*time.Second {
 		tok.refreshAt = now.Add(refreshAfter(ttl))
 	} else {
-		tok.refreshAt = tok.expiry
+		tok.refreshAt = now.Add(ttl / 2)
 		tok.relogin = true
 	}
 }
@@ -382,9 +382,7 @@ func (s *Source) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-a.changed:
-			if !timer.Stop() {
-				<-timer.C
-			}
+			timer.Stop() // Go ≥1.23 timers: no stale value after Stop
 		case <-timer.C:
 		}
 	}
