@@ -58,7 +58,8 @@ type Options struct {
 	// MaxSize is the largest file accepted, in bytes (config key
 	// max_file_size). Zero means DefaultMaxSize.
 	MaxSize int64
-	Logger  *slog.Logger
+	// Logger is used as given: the caller adds component and source.
+	Logger *slog.Logger
 }
 
 // Source reads and watches mounted files. It is safe for concurrent use.
@@ -84,7 +85,7 @@ func New(o Options) *Source {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Source{maxSize: o.MaxSize, logger: o.Logger.With("component", "source", "source", sources.File)}
+	return &Source{maxSize: o.MaxSize, logger: o.Logger}
 }
 
 // Fetch reads the file or directory ref.Path names.
@@ -136,7 +137,14 @@ func (s *Source) fetchDir(ctx context.Context, dir string) (sources.Object, erro
 	var err error
 	for range attempts {
 		base := dir
-		if gen, ok := generation(dir); ok {
+		gen, ok, gerr := generation(dir)
+		if gerr != nil {
+			// A ..data that leads nowhere: reading the dir itself would
+			// only find dangling symlinks, an empty object.
+			err = gerr
+			continue
+		}
+		if ok {
 			base = gen
 		}
 		var o sources.Object
@@ -149,17 +157,25 @@ func (s *Source) fetchDir(ctx context.Context, dir string) (sources.Object, erro
 	return sources.Object{}, err
 }
 
-// generation resolves dir/..data to the directory it points at.
-func generation(dir string) (string, bool) {
-	gen, err := filepath.EvalSymlinks(filepath.Join(dir, dataDir))
+// generation resolves dir/..data to the directory it points at; ok is false
+// when there is no ..data.
+func generation(dir string) (gen string, ok bool, err error) {
+	link := filepath.Join(dir, dataDir)
+	if _, err := os.Lstat(link); err != nil {
+		return "", false, nil
+	}
+	gen, err = filepath.EvalSymlinks(link)
 	if err != nil {
-		return "", false
+		return "", false, fail("resolve", link, err)
 	}
 	fi, err := os.Stat(gen)
-	if err != nil || !fi.IsDir() {
-		return "", false
+	if err != nil {
+		return "", false, fail("stat", gen, err)
 	}
-	return gen, true
+	if !fi.IsDir() {
+		return "", false, fmt.Errorf("file: resolve %q: not a directory: %w", link, sources.ErrNotFound)
+	}
+	return gen, true, nil
 }
 
 func (s *Source) readDir(ctx context.Context, dir string) (sources.Object, error) {

@@ -129,6 +129,20 @@ func TestFetch(t *testing.T) {
 			fields: map[string]string{"password": "pw1", "user": "u1"},
 		},
 		{
+			name: "kubelet volume whose ..data leads nowhere",
+			setup: func(t *testing.T, dir string) string {
+				kubeletWrite(t, dir, map[string]string{"password": canary})
+				gen, err := os.Readlink(dir + "/..data")
+				if err != nil {
+					t.Fatal(err)
+				}
+				os.RemoveAll(filepath.Join(dir, gen))
+				return dir
+			},
+			wantErr: sources.ErrNotFound,
+			errHas:  []string{"..data"},
+		},
+		{
 			name:    "missing",
 			setup:   func(t *testing.T, dir string) string { return dir + "/nope" },
 			wantErr: sources.ErrNotFound,

@@ -368,7 +368,7 @@ func (ws *watchSet) ensure(dir string, d *dirWatch) bool {
 	if err := ws.w.Add(dir); err != nil {
 		if !errors.Is(err, fs.ErrNotExist) && !d.warned {
 			d.warned = true
-			ws.logger.Warn("cannot watch directory, retrying with backoff", "path", dir, "err", err)
+			ws.logger.Warn("cannot watch directory (inotify limits: fs.inotify.max_user_watches); retrying with backoff, periodic re-checks continue", "path", dir, "err", err)
 		}
 		return false
 	}
@@ -410,7 +410,7 @@ func (ws *watchSet) desired(i int) []wantDir {
 	}
 	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
 		add(p, "")
-		if gen, ok := generation(resolve(p)); ok {
+		if gen, ok, _ := generation(resolve(p)); ok {
 			add(gen, "")
 		}
 	}
