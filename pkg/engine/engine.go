@@ -66,12 +66,13 @@ type Engine struct {
 	secrets []*state
 	byObj   map[string]*job // object key → job, for watcher hints
 
-	mu      sync.Mutex // guards the per-secret status and job scheduling fields
-	wake    chan struct{}
-	readyC  chan struct{}
-	ready   bool
-	now     func() time.Time
-	started time.Time
+	mu        sync.Mutex // guards the per-secret status and job scheduling fields
+	wake      chan struct{}
+	readyC    chan struct{}
+	ready     bool
+	unwritten int // required secrets not written yet
+	now       func() time.Time
+	started   time.Time
 }
 
 // New checks that every secret has a source and prepares the plan.
@@ -101,6 +102,9 @@ func New(o Options) (*Engine, error) {
 			continue
 		}
 		e.secrets = append(e.secrets, &state{cfg: sc, target: target(sc)})
+		if sc.Required {
+			e.unwritten++
+		}
 	}
 	if len(missing) > 0 {
 		return nil, errors.New(strings.Join(missing, "\n"))
@@ -111,12 +115,22 @@ func New(o Options) (*Engine, error) {
 			e.byObj[ob.key] = j
 		}
 	}
+	e.checkReady()
+	return e, nil
+}
+
+// exportSecrets creates every per-secret series up front, so dashboards see
+// each secret from the first scrape. Only Run does this: once serves no
+// metrics, and 10 000 secrets' series would cost it ~10 MB.
+func (e *Engine) exportSecrets() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	for _, s := range e.secrets {
 		l := s.labels()
 		e.m.SecretInfo.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind, s.cfg.Ref.String(), s.target, strconv.FormatBool(s.cfg.Required)).Set(1)
-		e.m.SecretLastSuccess.WithLabelValues(l...)
-		e.m.SecretLastChange.WithLabelValues(l...)
-		e.m.SecretStale.WithLabelValues(l...)
+		s.mSuccess = e.m.SecretLastSuccess.WithLabelValues(l...)
+		s.mChange = e.m.SecretLastChange.WithLabelValues(l...)
+		s.mStale = e.m.SecretStale.WithLabelValues(l...)
 		e.m.SecretWriteErrors.WithLabelValues(l...)
 	}
 	for kind := range e.srcs {
@@ -125,8 +139,6 @@ func New(o Options) (*Engine, error) {
 		}
 		e.m.SourceRequestDuration.WithLabelValues(kind)
 	}
-	e.checkReady()
-	return e, nil
 }
 
 // Once syncs every secret one time, without retries, and reports the
@@ -151,6 +163,7 @@ func (e *Engine) Ready() <-chan struct{} { return e.readyC }
 // Run syncs everything, then keeps each job on its schedule until ctx ends.
 // It returns nil on cancellation after the work in flight has finished.
 func (e *Engine) Run(ctx context.Context) error {
+	e.exportSecrets()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)

@@ -368,6 +368,7 @@ func TestRefreshAtSchedulesLease(t *testing.T) {
 		return o, nil
 	}}
 	e := f.engine(t, map[string]sources.Source{sources.Vault: src})
+	e.exportSecrets()
 	e.runJobs(context.Background(), e.jobs, true)
 	e.mu.Lock()
 	due := e.jobs[0].due

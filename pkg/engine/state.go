@@ -1,9 +1,13 @@
 package engine
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"sort"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -25,6 +29,9 @@ type state struct {
 	errorSince  time.Time
 	expiry      time.Time
 	expanded    []string // target names of an expanding secret
+
+	// The secret's metric children, looked up once.
+	mSuccess, mChange, mStale prometheus.Gauge
 }
 
 func (s *state) labels() []string { return []string{s.cfg.Name, s.cfg.Ref.Kind} }
@@ -80,11 +87,14 @@ func (e *Engine) setError(s *state, err error) {
 
 // synced records a successful sync and reports whether the target changed.
 func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Time) bool {
-	l := s.labels()
 	e.mu.Lock()
 	first := !s.written
+	if first && s.cfg.Required {
+		e.unwritten--
+	}
 	s.written = true
 	s.version = obj.Version
+	exported := s.mSuccess != nil
 	s.lastSuccess = now
 	s.lastError = ""
 	s.errorSince = time.Time{}
@@ -94,15 +104,19 @@ func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Tim
 		s.firstChange = first
 	}
 	e.mu.Unlock()
-	e.m.SecretLastSuccess.WithLabelValues(l...).Set(float64(now.UnixNano()) / 1e9)
-	e.m.SecretStale.WithLabelValues(l...).Set(0)
-	if !obj.Expiry.IsZero() {
-		e.m.SecretExpiry.WithLabelValues(l...).Set(float64(obj.Expiry.Unix()))
+	if exported {
+		s.mSuccess.Set(float64(now.UnixNano()) / 1e9)
+		s.mStale.Set(0)
+		if !obj.Expiry.IsZero() {
+			e.m.SecretExpiry.WithLabelValues(s.labels()...).Set(float64(obj.Expiry.Unix()))
+		}
+		if changed {
+			s.mChange.Set(float64(now.UnixNano()) / 1e9)
+		}
 	}
 	if changed {
-		e.m.SecretLastChange.WithLabelValues(l...).Set(float64(now.UnixNano()) / 1e9)
 		e.log.Info("secret written", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "path", e.sink.Path(s.target), "version", obj.Version)
-	} else {
+	} else if e.log.Enabled(context.Background(), slog.LevelDebug) {
 		e.log.Debug("secret unchanged", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "version", obj.Version)
 	}
 	return changed
@@ -112,13 +126,8 @@ func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Tim
 func (e *Engine) checkReady() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.ready {
+	if e.ready || e.unwritten > 0 {
 		return
-	}
-	for _, s := range e.secrets {
-		if s.cfg.Required && !s.written {
-			return
-		}
 	}
 	e.ready = true
 	e.m.Ready.Set(1)
@@ -161,16 +170,16 @@ func (e *Engine) Status() []SecretStatus {
 		for _, n := range s.expanded {
 			st.Files = append(st.Files, e.sink.Path(n))
 		}
+		if s.mStale != nil {
+			v := 0.0
+			if st.Stale {
+				v = 1
+			}
+			s.mStale.Set(v)
+		}
 		out = append(out, st)
 	}
 	e.mu.Unlock()
-	for i, s := range e.secrets {
-		v := 0.0
-		if out[i].Stale {
-			v = 1
-		}
-		e.m.SecretStale.WithLabelValues(s.labels()...).Set(v)
-	}
 	return out
 }
 
