@@ -169,3 +169,5 @@ func runReloader(t testing.TB, r *Reloader) {
 		}
 	})
 }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,6 +1,7 @@
 package reload
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -192,48 +193,46 @@ func readPIDFile(path string) (int, error) {
 type proc struct {
 	pid, ppid int
 	comm      string
-	exe       string // base name of the executable; empty when unreadable
 	argv      []string
 }
 
 // scanProc lists the processes visible in procDir. Processes that exit
 // during the scan are skipped.
 func scanProc(procDir string) ([]proc, error) {
-	entries, err := os.ReadDir(procDir)
+	d, err := os.Open(procDir)
+	if err != nil {
+		return nil, fmt.Errorf("signal: scan %s: %w", procDir, err)
+	}
+	entries, err := d.ReadDir(-1) // unsorted: cheaper than os.ReadDir
+	_ = d.Close()
 	if err != nil {
 		return nil, fmt.Errorf("signal: scan %s: %w", procDir, err)
 	}
 	var procs []proc
+	buf := make([]byte, 4096)
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid <= 0 {
 			continue
 		}
-		dir := filepath.Join(procDir, e.Name())
-		stat, err := os.ReadFile(filepath.Join(dir, "stat"))
-		if err != nil {
+		dir := procDir + "/" + e.Name()
+		if buf, err = readProcFile(dir+"/stat", buf); err != nil {
 			continue
 		}
 		p := proc{pid: pid}
 		// stat is "pid (comm) state ppid …"; comm may hold spaces and ')'.
-		st := string(stat)
-		open, closing := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		open, closing := bytes.IndexByte(buf, '('), bytes.LastIndexByte(buf, ')')
 		if open < 0 || closing < open {
 			continue
 		}
-		p.comm = st[open+1 : closing]
-		if f := strings.Fields(st[closing+1:]); len(f) >= 2 {
-			p.ppid, _ = strconv.Atoi(f[1])
+		p.comm = string(buf[open+1 : closing])
+		if f := bytes.Fields(buf[closing+1:]); len(f) >= 2 {
+			p.ppid, _ = strconv.Atoi(string(f[1]))
 		}
-		if cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && len(cmdline) > 0 {
-			p.argv = strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if buf, err = readProcFile(dir+"/cmdline", buf); err != nil || len(buf) == 0 {
+			continue // gone, a kernel thread, or a zombie
 		}
-		if len(p.argv) == 0 {
-			continue // kernel thread or zombie
-		}
-		if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
-			p.exe = filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
-		}
+		p.argv = strings.Split(strings.TrimRight(string(buf), "\x00"), "\x00")
 		procs = append(procs, p)
 	}
 	return procs, nil
@@ -266,14 +265,39 @@ func (s *Signal) matches(p proc) bool {
 	if p.comm == s.name || (len(s.name) > commLen && p.comm == s.name[:commLen]) {
 		return true
 	}
-	if p.exe == s.name {
-		return true
-	}
 	first := p.argv[0]
 	if i := strings.IndexAny(first, " \t"); i >= 0 {
 		first = first[:i]
 	}
 	return filepath.Base(strings.TrimSuffix(first, ":")) == s.name
+}
+
+// readProcFile reads a small /proc file into buf, growing it when needed:
+// cheaper than os.ReadFile, which stats first and allocates per call.
+func readProcFile(path string, buf []byte) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return buf[:0], err
+	}
+	defer syscall.Close(fd)
+	buf = buf[:cap(buf)]
+	n := 0
+	for {
+		if n == len(buf) {
+			buf = append(buf, make([]byte, len(buf))...)
+		}
+		m, err := syscall.Read(fd, buf[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return buf[:0], err
+		}
+		if m == 0 {
+			return buf[:n], nil
+		}
+		n += m
+	}
 }
 
 func signalName(sig syscall.Signal) string {
