@@ -542,7 +542,7 @@ func (e *Engine) render(s *state, obj sources.Object) ([]sink.File, error) {
 			names = append(names, n)
 		}
 		e.mu.Lock()
-		s.expanded = names
+		s.expanded, s.expands = names, true
 		e.mu.Unlock()
 		return files, nil
 	}

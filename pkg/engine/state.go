@@ -29,6 +29,7 @@ type state struct {
 	errorSince  time.Time
 	expiry      time.Time
 	expanded    []string // target names of an expanding secret
+	expands     bool     // the last object expanded into several files
 
 	// The secret's metric children, looked up once.
 	mSuccess, mChange, mStale prometheus.Gauge
@@ -73,7 +74,7 @@ func (e *Engine) secretFailed(s *state, err error, _ time.Time) {
 func (e *Engine) writeFailed(s *state, err error) {
 	e.m.SecretWriteErrors.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind).Inc()
 	e.setError(s, err)
-	e.log.Error("write failed; the old file stays", "secret", s.cfg.Name, "path", e.sink.Path(s.target), "err", err)
+	e.log.Error("write failed; the old file stays", "secret", s.cfg.Name, "path", e.path(s), "err", err)
 }
 
 func (e *Engine) setError(s *state, err error) {
@@ -115,7 +116,7 @@ func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Tim
 		}
 	}
 	if changed {
-		e.log.Info("secret written", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "path", e.sink.Path(s.target), "version", obj.Version)
+		e.log.Info("secret written", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "path", e.path(s), "version", obj.Version)
 	} else if e.log.Enabled(context.Background(), slog.LevelDebug) {
 		e.log.Debug("secret unchanged", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "version", obj.Version)
 	}
@@ -162,7 +163,7 @@ func (e *Engine) Status() []SecretStatus {
 	for _, s := range e.secrets {
 		st := SecretStatus{
 			Name: s.cfg.Name, Source: s.cfg.Ref.Kind, Ref: s.cfg.Ref.String(),
-			Path: e.sink.Path(s.target), Bundle: s.cfg.Bundle, Required: s.cfg.Required,
+			Path: e.path(s), Bundle: s.cfg.Bundle, Required: s.cfg.Required,
 			Written: s.written, Version: s.version, LastError: s.lastError,
 			LastSync: tp(s.lastSuccess), LastChange: tp(s.lastChange), Expiry: tp(s.expiry),
 			Stale: e.stale(s, now),
@@ -212,6 +213,15 @@ func (e *Engine) stale(s *state, now time.Time) bool {
 		last = e.started
 	}
 	return now.Sub(last) > limit
+}
+
+// path is where a secret is written; for an expanding secret, the pattern
+// of its files. The caller may hold e.mu or not: target never changes.
+func (e *Engine) path(s *state) string {
+	if s.cfg.Ref.Field == "" && s.expands {
+		return e.sink.Path(s.target) + "_*"
+	}
+	return e.sink.Path(s.target)
 }
 
 func tp(t time.Time) *time.Time {
