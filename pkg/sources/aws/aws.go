@@ -5,15 +5,20 @@ package aws
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
@@ -62,6 +67,8 @@ type Source struct {
 	imds *imds.Client // nil in "default" mode without IMDS region lookup
 	diag *imdsDiag    // nil in "default" mode
 	base aws.CredentialsProvider
+	// loaded is the SDK's shared configuration in "default" mode.
+	loaded *aws.Config
 	// region is fixed once known; clients are built then (lazily when the
 	// region must come from IMDS placement).
 	mu     sync.Mutex
@@ -102,6 +109,14 @@ func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
 		return nil, errors.New("aws: assume_role: role_arn is required")
 	}
 
+	if bundle := s.env("AWS_CA_BUNDLE"); bundle != "" && s.http == nil && cfg.Credentials != CredentialsDefault {
+		// The SDK's chain reads it itself in "default" mode.
+		c, err := caBundleClient(bundle)
+		if err != nil {
+			return nil, err
+		}
+		s.http = c
+	}
 	imdsEndpoint := s.env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
 	imdsDisabled := strings.EqualFold(s.env("AWS_EC2_METADATA_DISABLED"), "true")
 	switch cfg.Credentials {
@@ -118,14 +133,11 @@ func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
 			diag:     s.diag,
 		}
 	case CredentialsDefault:
-		opts := []func(*awsconfig.LoadOptions) error{}
-		if s.http != nil {
-			opts = append(opts, awsconfig.WithHTTPClient(s.http))
-		}
-		ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+		ac, err := awsconfig.LoadDefaultConfig(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("aws: credentials: default: load shared config: %w", err)
 		}
+		s.loaded = &ac
 		s.base = ac.Credentials
 		if s.base == nil {
 			return nil, errors.New("aws: credentials: default: the SDK chain has no credential provider")
@@ -230,10 +242,15 @@ func (s *Source) build(region string) {
 }
 
 func (s *Source) buildLocked(region string) {
-	base := aws.Config{
-		Region:     region,
-		HTTPClient: s.http,
-		Retryer:    func() aws.Retryer { return newRetryer() },
+	base := aws.Config{Retryer: func() aws.Retryer { return newRetryer() }}
+	if s.loaded != nil {
+		// "default" mode keeps what the shared config set up (CA bundle,
+		// retry mode, app id).
+		base = s.loaded.Copy()
+	}
+	base.Region = region
+	if s.http != nil {
+		base.HTTPClient = s.http
 	}
 	creds := s.base
 	if ar := s.cfg.AssumeRole; ar != nil {
@@ -425,4 +442,23 @@ func (g *gate) until() time.Time {
 		return time.Time{}
 	}
 	return g.open
+}
+
+// caBundleClient trusts the PEM certificates in file (AWS_CA_BUNDLE) for
+// the Secrets Manager, SSM and STS endpoints, as the SDK chain does.
+func caBundleClient(file string) (aws.HTTPClient, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("aws: AWS_CA_BUNDLE: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("aws: AWS_CA_BUNDLE %s: no PEM certificates", file)
+	}
+	return awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		if tr.TLSClientConfig == nil {
+			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}), nil
 }

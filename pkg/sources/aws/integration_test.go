@@ -163,6 +163,11 @@ func TestIntegrationSecretsManagerThroughAssumeRole(t *testing.T) {
 			t.Errorf("STS request lacks %q:\n%s", want, bodies)
 		}
 	}
+	// Only IMDS supplied credentials: the instance role's key signed the
+	// AssumeRole call, the assumed role's keys everything after it.
+	if got := rec.signers("sts"); fmt.Sprint(got) != "[AKIAPHASENODE0000001]" {
+		t.Errorf("STS signed by %v, want the instance role's key only", got)
+	}
 	sm := src.SecretsManager()
 
 	o, err := sm.Fetch(ctx, mustRef(t, "aws-sm://"+name+"#password"))
@@ -227,6 +232,9 @@ func TestIntegrationSecretsManagerThroughAssumeRole(t *testing.T) {
 		t.Errorf("batch used %d BatchGetSecretValue and %d GetSecretValue calls, want 1 and 0", n, rec.count("secretsmanager.GetSecretValue"))
 	}
 
+	if got := rec.signers("secretsmanager"); len(got) != 1 || got[0] == "AKIAPHASENODE0000001" || got[0] == "AKIASHOULDNOTBEUSED0" {
+		t.Errorf("Secrets Manager signed by %v, want the assumed role's key only", got)
+	}
 	if got := testutil.ToFloat64(m.CredentialExpiry.WithLabelValues(sources.AWSSM)); got < float64(time.Now().Unix()) {
 		t.Errorf("credential expiry metric %v is not in the future", got)
 	}
@@ -331,6 +339,9 @@ func TestIntegrationSSM(t *testing.T) {
 	if !errors.Is(err, sources.ErrNotFound) {
 		t.Errorf("missing: %v, want ErrNotFound", err)
 	}
+	if got := rec.signers("ssm"); fmt.Sprint(got) != "[AKIAPHASENODE0000001]" {
+		t.Errorf("SSM signed by %v, want the instance role's key only (environment keys ignored)", got)
+	}
 	md.AssertNoIMDSv1(t)
 }
 
@@ -429,4 +440,33 @@ func TestIntegrationIMDSDiagnosis(t *testing.T) {
 		noRole.AssertNoIMDSv1(t)
 		expired.AssertNoIMDSv1(t)
 	})
+}
+
+// TestIntegrationDefaultChain: credentials: default takes the SDK's chain,
+// here the environment (so it cannot run in parallel).
+func TestIntegrationDefaultChain(t *testing.T) {
+	moto := sharedMoto(t)
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": "AKIADEFAULTCHAIN0001", "AWS_SECRET_ACCESS_KEY": "chain-secret", "AWS_SESSION_TOKEN": "",
+		"AWS_PROFILE": "", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+		"AWS_EC2_METADATA_DISABLED": "true",
+	} {
+		t.Setenv(k, v)
+	}
+	seed := newSeeder(t, moto, credentials.NewStaticCredentialsProvider("AKIADEFAULTCHAIN0001", "chain-secret", ""))
+	seed.param(t, "/default-chain/token", "tok", ssmtypes.ParameterTypeSecureString, true)
+	rec := newRecorder()
+	src, err := New(testCtx(t), config.AWS{Region: testRegion, Credentials: CredentialsDefault}, Options{
+		Env: envMap("AWS_ENDPOINT_URL", moto, "AWS_EC2_METADATA_DISABLED", "true"), HTTPClient: rec,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := src.SSM().Fetch(testCtx(t), mustRef(t, "aws-ssm:///default-chain/token"))
+	if err != nil || string(o.Value.Reveal()) != "tok" {
+		t.Fatalf("%v %q", err, o.Value.Reveal())
+	}
+	if got := rec.signers("ssm"); fmt.Sprint(got) != "[AKIADEFAULTCHAIN0001]" {
+		t.Errorf("signed by %v, want the environment's key", got)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -240,10 +241,11 @@ type recorder struct {
 	mu   sync.Mutex
 	ops  map[string]int
 	sts  []string
+	keys map[string]map[string]bool // service ("sts", "secretsmanager", "ssm") → signing access key ids
 }
 
 func newRecorder() *recorder {
-	return &recorder{next: awshttp.NewBuildableClient(), ops: map[string]int{}}
+	return &recorder{next: awshttp.NewBuildableClient(), ops: map[string]int{}, keys: map[string]map[string]bool{}}
 }
 
 func (r *recorder) Do(req *http.Request) (*http.Response, error) {
@@ -270,6 +272,16 @@ func (r *recorder) Do(req *http.Request) (*http.Response, error) {
 	}
 	r.mu.Lock()
 	r.ops[op]++
+	// Authorization: AWS4-HMAC-SHA256 Credential=AKIA…/date/region/service/aws4_request, …
+	if _, cred, ok := strings.Cut(req.Header.Get("Authorization"), "Credential="); ok {
+		parts := strings.Split(strings.SplitN(cred, ",", 2)[0], "/")
+		if len(parts) >= 4 {
+			if r.keys[parts[3]] == nil {
+				r.keys[parts[3]] = map[string]bool{}
+			}
+			r.keys[parts[3]][parts[0]] = true
+		}
+	}
 	r.mu.Unlock()
 	return r.next.Do(req)
 }
@@ -278,6 +290,18 @@ func (r *recorder) count(op string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.ops[op]
+}
+
+// signers lists the access key ids that signed requests to service.
+func (r *recorder) signers(service string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ids []string
+	for id := range r.keys[service] {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 func (r *recorder) total() int {

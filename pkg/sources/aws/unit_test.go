@@ -410,14 +410,12 @@ func TestThrottleBacksOffWholeSource(t *testing.T) {
 	// Back-off grows while throttles continue, within its bounds.
 	g := &gate{}
 	now := time.Now()
-	prevMax := time.Duration(0)
 	for i := range 10 {
 		d := g.throttled(now)
 		hi := min(throttleBase<<min(i, 6), throttleMax)
 		if d < hi/2 || d > hi {
 			t.Errorf("strike %d: back-off %v outside [%v, %v]", i, d, hi/2, hi)
 		}
-		prevMax = max(prevMax, d)
 	}
 	g.reset()
 	if !g.until().IsZero() {
@@ -515,6 +513,7 @@ func TestNewValidates(t *testing.T) {
 		{"unknown mode", config.AWS{Credentials: "static"}, envMap(), `credentials "static"`},
 		{"imds disabled", config.AWS{}, envMap("AWS_EC2_METADATA_DISABLED", "true"), "AWS_EC2_METADATA_DISABLED"},
 		{"assume role without arn", config.AWS{AssumeRole: &config.AssumeRole{}}, envMap(), "role_arn"},
+		{"missing CA bundle", config.AWS{}, envMap("AWS_CA_BUNDLE", "/nonexistent/ca.pem"), "AWS_CA_BUNDLE"},
 	}
 	for _, tt := range tests {
 		_, err := New(context.Background(), tt.cfg, Options{Env: tt.env})
