@@ -152,8 +152,8 @@ func (c *Catalogue) Targets() []Target {
 			VaultAddress: "https://vault.example.internal:8200",
 			VaultAuth: []string{
 				"method: approle",
-				"role_id_file: /etc/phase-sidecar/role_id",
-				"secret_id_file: /etc/phase-sidecar/secret_id",
+				"role_id_file: /etc/phase-sidecar/vault/role_id",
+				"secret_id_file: /etc/phase-sidecar/vault/secret_id",
 			},
 			// The backend joins the sidecar's PID namespace; the worker and
 			// frontend are restarted by the operator (docs/compose.md).

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -274,25 +273,18 @@ func TestScrapeRunningSidecar(t *testing.T) {
 		t.Fatal(err)
 	}
 	sidecarAddr := testenv.Addr(t)
-	cfg := filepath.Join(dir, "phase-sidecar.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`output:
-  dir: %s
-listen: %q
-secrets:
-  - name: DATABASE_PASSWORD
-    ref: file://%s
-`, out, sidecarAddr, srcFile))
+	cfg := kit.FileSecretConfig(t, dir, out, sidecarAddr, srcFile, "")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	start(t, ctx, bin, "run", "--config", cfg, "--log-format", "json")
+	kit.Start(t, ctx, bin, "run", "--config", cfg, "--log-format", "json")
 	if err := kit.WaitHTTP(ctx, "http://"+sidecarAddr+"/readyz"); err != nil {
 		t.Fatal(err)
 	}
 
 	promAddr := testenv.Addr(t)
 	promCfg := filepath.Join(dir, "prometheus.yml")
-	writeFile(t, promCfg, fmt.Sprintf(`global:
+	kit.WriteFile(t, promCfg, fmt.Sprintf(`global:
   scrape_interval: 1s
   evaluation_interval: 1s
 rule_files:
@@ -302,7 +294,7 @@ scrape_configs:
     static_configs:
       - targets: [%q]
 `, filepath.Join(kit.Deploy(t), "prometheus", "alerts.yml"), sidecarAddr))
-	start(t, ctx, server,
+	kit.Start(t, ctx, server,
 		"--config.file="+promCfg,
 		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
 		"--web.listen-address="+promAddr,
@@ -349,33 +341,4 @@ scrape_configs:
 	if v, _ := result[0].Value[1].(string); v == "" || v == "0" {
 		t.Errorf("last success = %q, want a timestamp", v)
 	}
-}
-
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// start runs a long-lived process for the test and stops it at the end.
-func start(t *testing.T, ctx context.Context, name string, args ...string) {
-	t.Helper()
-	cmd := exec.CommandContext(ctx, name, args...)
-	logf, err := os.Create(filepath.Join(t.TempDir(), filepath.Base(name)+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("%s output:\n%s", filepath.Base(name), b)
-		}
-	})
 }

@@ -103,3 +103,50 @@ func TmpfsDir(t testing.TB) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
+
+// Start runs a long-lived process for the test; it is interrupted and
+// waited for when the test ends, and its output is logged if the test
+// failed.
+func Start(t testing.TB, ctx context.Context, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, name, args...)
+	logf, err := os.CreateTemp(t.TempDir(), filepath.Base(name)+"-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("%s output:\n%s", filepath.Base(name), b)
+		}
+	})
+	return cmd
+}
+
+// FileSecretConfig writes a sidecar config that serves one file secret
+// (DATABASE_PASSWORD from src) into out, listening on listen, and returns
+// its path.
+func FileSecretConfig(t testing.TB, dir, out, listen, src, extra string) string {
+	t.Helper()
+	path := filepath.Join(dir, "phase-sidecar.yaml")
+	cfg := fmt.Sprintf("output:\n  dir: %s\nlisten: %q\nsecrets:\n  - name: DATABASE_PASSWORD\n    ref: file://%s\n%s", out, listen, src, extra)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// WriteFile writes content to path or fails the test.
+func WriteFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
