@@ -49,6 +49,7 @@ type pipeline struct {
 	metrics *metrics.Metrics
 	sink    *sink.Dir
 	srcs    map[string]sources.Source
+	checks  []check
 	engine  *engine.Engine
 }
 
@@ -70,7 +71,7 @@ func setup(ctx context.Context, c common, stderr io.Writer, onChange func(engine
 	if err != nil {
 		return nil, err
 	}
-	p.srcs, err = buildSources(ctx, cfg, log, p.metrics)
+	p.srcs, p.checks, err = buildSources(ctx, cfg, log, p.metrics)
 	if err != nil {
 		p.sink.Close()
 		return nil, err
@@ -123,6 +124,7 @@ func cmdRun(args []string, _, stderr io.Writer) error {
 			})
 		}
 	}
+	g.Go(func() error { diagnose(gctx, p.checks, p.log); return nil })
 	g.Go(func() error { return p.engine.Run(gctx) })
 	err = g.Wait()
 	p.log.Info("stopped; files stay in place", "path", p.cfg.Output.Dir)
