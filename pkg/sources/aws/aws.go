@@ -171,10 +171,7 @@ func (s *Source) SSM() sources.Source { return s.ssmView }
 // aws auth method. It resolves the region first when that must come from IMDS.
 func (s *Source) Credentials() aws.CredentialsProvider {
 	return aws.CredentialsProviderFunc(func(ctx context.Context) (aws.Credentials, error) {
-		if err := s.ready(ctx); err != nil {
-			return aws.Credentials{}, err
-		}
-		return s.creds.Retrieve(ctx)
+		return s.credentials(ctx, "")
 	})
 }
 
@@ -186,14 +183,14 @@ func (s *Source) Check(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	args := []any{"source", c.Source}
-	if c.CanExpire {
-		args = append(args, "expires", c.Expires.UTC().Format(time.RFC3339))
-	}
+	msg := "aws credentials ready from " + c.Source
 	if ar := s.cfg.AssumeRole; ar != nil {
-		args = append(args, "role_arn", ar.RoleARN)
+		msg += " as " + ar.RoleARN
 	}
-	s.log.Info("aws credentials ready", args...)
+	if c.CanExpire {
+		msg += ", expiring " + c.Expires.UTC().Format(time.RFC3339)
+	}
+	s.log.Info(msg, "source", "aws")
 	return nil
 }
 
@@ -231,7 +228,7 @@ func (s *Source) ready(ctx context.Context) error {
 		return fmt.Errorf("aws: no region configured and IMDS placement failed (set sources.aws.region or AWS_REGION): %w", s.diag.explain(err))
 	}
 	s.buildLocked(out.Region)
-	s.log.Info("aws region from IMDS placement", "region", out.Region)
+	s.log.Info("aws region "+out.Region+" from IMDS placement", "source", "aws")
 	return nil
 }
 
