@@ -23,6 +23,7 @@ import (
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"golang.org/x/time/rate"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -520,5 +521,26 @@ func TestNewValidates(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want an error mentioning %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	t.Parallel()
+	calls := 0
+	p := &fakeSSM{get: func(*ssm.GetParameterInput) (*ssm.GetParameterOutput, error) {
+		calls++
+		return &ssm.GetParameterOutput{Parameter: &ssmtypes.Parameter{Name: aws.String("/x"), Value: aws.String("v"), Version: 1}}, nil
+	}}
+	s := fakeSource(nil, p, config.AWS{RateLimit: 0.001})
+	s.limiter = rate.NewLimiter(rate.Limit(0.001), 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := s.SSM().Fetch(ctx, mustRef(t, "aws-ssm:///x")); err != nil {
+		t.Fatal(err)
+	}
+	// The next token is ~1000s away, beyond the deadline: refused at once.
+	_, err := s.SSM().Fetch(ctx, mustRef(t, "aws-ssm:///x"))
+	if !errors.Is(err, sources.ErrThrottled) || calls != 1 {
+		t.Fatalf("%v after %d calls, want ErrThrottled after 1", err, calls)
 	}
 }
