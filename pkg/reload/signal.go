@@ -216,23 +216,25 @@ func scanProc(procDir string) ([]proc, error) {
 			continue
 		}
 		dir := procDir + "/" + e.Name()
+		// cmdline first: it is empty for kernel threads, which are most of
+		// a host's processes, and for zombies.
+		if buf, err = readProcFile(dir+"/cmdline", buf); err != nil || len(buf) == 0 {
+			continue
+		}
+		p := proc{pid: pid, argv: strings.Split(strings.TrimRight(string(buf), "\x00"), "\x00")}
 		if buf, err = readProcFile(dir+"/stat", buf); err != nil {
 			continue
 		}
-		p := proc{pid: pid}
 		// stat is "pid (comm) state ppid …"; comm may hold spaces and ')'.
 		open, closing := bytes.IndexByte(buf, '('), bytes.LastIndexByte(buf, ')')
 		if open < 0 || closing < open {
 			continue
 		}
 		p.comm = string(buf[open+1 : closing])
-		if f := bytes.Fields(buf[closing+1:]); len(f) >= 2 {
-			p.ppid, _ = strconv.Atoi(string(f[1]))
+		if _, rest, ok := bytes.Cut(bytes.TrimLeft(buf[closing+1:], " "), []byte(" ")); ok {
+			ppid, _, _ := bytes.Cut(rest, []byte(" "))
+			p.ppid, _ = strconv.Atoi(string(ppid))
 		}
-		if buf, err = readProcFile(dir+"/cmdline", buf); err != nil || len(buf) == 0 {
-			continue // gone, a kernel thread, or a zombie
-		}
-		p.argv = strings.Split(strings.TrimRight(string(buf), "\x00"), "\x00")
 		procs = append(procs, p)
 	}
 	return procs, nil
