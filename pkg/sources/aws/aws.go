@@ -41,7 +41,7 @@ const (
 
 // Options are the collaborators of a Source.
 type Options struct {
-	Logger  *slog.Logger
+	Logger  *slog.Logger     // scoped by the caller (component, source); nil discards
 	Metrics *metrics.Metrics // optional: CredentialExpiry and SourceUp for aws-sm and aws-ssm
 	// Env reads the environment (os.Getenv in production): AWS_REGION,
 	// AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SECRETS_MANAGER,
@@ -94,7 +94,7 @@ func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
 		o.Env = func(string) string { return "" }
 	}
 	s := &Source{
-		log:     o.Logger.With("component", "aws"),
+		log:     o.Logger,
 		metrics: o.Metrics,
 		env:     o.Env,
 		cfg:     cfg,
@@ -190,7 +190,7 @@ func (s *Source) Check(ctx context.Context) error {
 	if c.CanExpire {
 		msg += ", expiring " + c.Expires.UTC().Format(time.RFC3339)
 	}
-	s.log.Info(msg, "source", "aws")
+	s.log.Info(msg)
 	return nil
 }
 
@@ -228,7 +228,7 @@ func (s *Source) ready(ctx context.Context) error {
 		return fmt.Errorf("aws: no region configured and IMDS placement failed (set sources.aws.region or AWS_REGION): %w", s.diag.explain(err))
 	}
 	s.buildLocked(out.Region)
-	s.log.Info("aws region "+out.Region+" from IMDS placement", "source", "aws")
+	s.log.Info("aws region " + out.Region + " from IMDS placement")
 	return nil
 }
 
@@ -370,7 +370,7 @@ func (s *Source) observe(label string, err error) {
 		s.setUp(label, true)
 	case errors.Is(err, sources.ErrThrottled):
 		d := s.gate.throttled(time.Now())
-		s.log.Warn("aws throttled; backing off the whole source", "source", label, "backoff", d.String())
+		s.log.Warn(label+" throttled; backing off the whole AWS source", "backoff", d.String())
 	case errors.Is(err, sources.ErrAuth), errors.Is(err, sources.ErrUnavailable):
 		s.setUp(label, false)
 	default:

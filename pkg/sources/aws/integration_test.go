@@ -138,9 +138,9 @@ func TestIntegrationSecretsManagerThroughAssumeRole(t *testing.T) {
 	t.Parallel()
 	moto, md := sharedMoto(t), sharedMetadataMock(t)
 	seed := roleSeeder(t, moto)
-	name := "prod/phase/db-" + t.Name()
+	name := uniq(t, "prod/phase/db-")
 	v1 := seed.secret(t, name, `{"password":"first-pass","user":"phase"}`, nil)
-	binName := "prod/phase/tls-" + t.Name()
+	binName := uniq(t, "prod/phase/tls-")
 	binVersion := seed.secret(t, binName, "", []byte{0, 1, 2, 0xff})
 
 	rec := newRecorder()
@@ -249,7 +249,7 @@ func TestIntegrationSSM(t *testing.T) {
 	moto, md := sharedMoto(t), sharedMetadataMock(t)
 	// No assume role: the instance role's keys map to moto's default account.
 	seed := newSeeder(t, moto, credentials.NewStaticCredentialsProvider("AKIAPHASENODE0000001", "node-secret-key", ""))
-	base := "/phase-" + strings.ToLower(t.Name())
+	base := uniq(t, "/phase-")
 	seed.param(t, base+"/google/client_secret", "s3cr3t-one", ssmtypes.ParameterTypeSecureString, false)
 	seed.param(t, base+"/hosts", "a.example,b.example", ssmtypes.ParameterTypeStringList, false)
 	// 13 parameters under one path: more than one page of 10.

@@ -128,7 +128,7 @@ func (m *secretsManager) FetchBatch(ctx context.Context, refs []sources.Ref) []s
 		got, err := m.batch(ctx, chunk)
 		if err != nil {
 			if errors.Is(err, sources.ErrPermission) && m.noBatch.CompareAndSwap(false, true) {
-				m.s.log.Warn("BatchGetSecretValue denied; reading secrets one by one (grant secretsmanager:BatchGetSecretValue to save API calls)", "source", sources.AWSSM, "err", err)
+				m.s.log.Warn("aws-sm: BatchGetSecretValue denied; reading secrets one by one (grant secretsmanager:BatchGetSecretValue to save API calls)", "err", err)
 			}
 			if errors.Is(err, sources.ErrPermission) {
 				continue // the per-secret reads below say which secret is denied

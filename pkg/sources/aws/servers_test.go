@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -325,6 +326,14 @@ func (r *recorder) stsBodies() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.sts...)
+}
+
+var uniqSeq atomic.Int64
+
+// uniq makes a name unique within the shared emulators, also across
+// -count runs.
+func uniq(t testing.TB, prefix string) string {
+	return fmt.Sprintf("%s%s-%d", prefix, strings.ToLower(strings.NewReplacer("/", "-").Replace(t.Name())), uniqSeq.Add(1))
 }
 
 func testCtx(t testing.TB) context.Context {
