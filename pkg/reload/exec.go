@@ -44,6 +44,9 @@ func NewExec(cfg config.Exec, logger *slog.Logger) (*Exec, error) {
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return nil, errors.New("reload: exec.command must name a program")
 	}
+	if logger == nil {
+		logger = slog.Default()
+	}
 	e := &Exec{argv: append([]string(nil), cfg.Command...), timeout: cfg.Timeout, logger: logger}
 	if e.timeout <= 0 {
 		e.timeout = DefaultExecTimeout

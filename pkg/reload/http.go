@@ -135,6 +135,9 @@ func (h *HTTP) once(ctx context.Context, body []byte) error {
 	for k, v := range h.headers {
 		req.Header[k] = v
 	}
+	if host := h.headers.Get("Host"); host != "" {
+		req.Host = host // net/http ignores a Host header field
+	}
 	resp, err := h.client.Do(req)
 	if err != nil {
 		// *url.Error names the URL; report the cause under the redacted one.

@@ -67,7 +67,7 @@ func TestHTTPNotify(t *testing.T) {
 	}{
 		{
 			name:      "success",
-			cfg:       config.HTTP{Headers: map[string]string{"X-Reload": "yes"}},
+			cfg:       config.HTTP{Headers: map[string]string{"X-Reload": "yes", "Host": "backend.internal"}},
 			handle:    func(int, http.ResponseWriter, *http.Request) {},
 			wantCalls: 1,
 		},
@@ -159,7 +159,11 @@ func TestHTTPNotify(t *testing.T) {
 				t.Errorf("method %s, want %s", req.Method, wantMethod)
 			}
 			for k, v := range tt.cfg.Headers {
-				if got := req.Header.Get(k); got != v {
+				got := req.Header.Get(k)
+				if k == "Host" {
+					got = req.Host
+				}
+				if got != v {
 					t.Errorf("header %s = %q, want %q", k, got, v)
 				}
 			}

@@ -77,6 +77,9 @@ func NewSignal(cfg config.Signal, logger *slog.Logger) (*Signal, error) {
 	if (cfg.PIDFile == "") == (cfg.Process == "") {
 		return nil, errors.New("reload: signal needs exactly one of pid_file and process")
 	}
+	if logger == nil {
+		logger = slog.Default()
+	}
 	s := &Signal{sig: sig, pidFile: cfg.PIDFile, process: cfg.Process, procDir: "/proc", self: os.Getpid(), logger: logger}
 	if cfg.Process != "" {
 		if plainName.MatchString(cfg.Process) {
