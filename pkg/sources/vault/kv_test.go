@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -248,6 +249,50 @@ func TestErrors(t *testing.T) {
 				t.Errorf("error holds the token: %v", err)
 			}
 			checkNoCanary(t, err)
+		})
+	}
+}
+
+// TestTLS runs a dev server with TLS (-dev-tls): ca_cert makes it work,
+// and without it or with a wrong tls_server_name the error says what to
+// check.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	d := ownVaultDev(t, "-dev-tls", "-dev-tls-cert-dir="+dir)
+	ca := filepath.Join(dir, "vault-ca.pem")
+	tests := []struct {
+		name string
+		cfg  config.Vault
+		want string // "" for success
+	}{
+		{"ca_cert", config.Vault{CACert: ca}, ""},
+		{"ca_cert and server name", config.Vault{CACert: ca, TLSServerName: "localhost"}, ""},
+		{"no ca_cert", config.Vault{}, "ca_cert"},
+		{"wrong server name", config.Vault{CACert: ca, TLSServerName: "vault.example.com"}, "tls_server_name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			cfg.Address = "https://" + d.addr
+			s, err := New(cfg, Options{Env: func(k string) string {
+				if k == "VAULT_TOKEN" {
+					return rootToken
+				}
+				return ""
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.Fetch(context.Background(), mustRef(t, "vault://secret/app"))
+			if tt.want == "" {
+				if !errors.Is(err, sources.ErrNotFound) { // the dev server's secret/ is empty
+					t.Fatalf("err = %v, want ErrNotFound over a working TLS connection", err)
+				}
+				return
+			}
+			if !errors.Is(err, sources.ErrUnavailable) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want ErrUnavailable mentioning %q", err, tt.want)
+			}
 		})
 	}
 }
