@@ -355,15 +355,21 @@ func firstErr(rs []sources.Result) error {
 	return nil
 }
 
-// observe records one request to a source.
+// observe records one request to a source. The source is up when it
+// answered, even if the answer was "not found" or "denied".
 func (e *Engine) observe(kind string, start time.Time, err error) {
 	e.m.SourceRequestDuration.WithLabelValues(kind).Observe(e.now().Sub(start).Seconds())
-	result, up := "success", 1.0
-	// A missing object is an answer; the source itself is up.
-	if err != nil && !errors.Is(err, sources.ErrNotFound) && !errors.Is(err, sources.ErrFieldNotFound) {
-		result, up = "error", 0
+	result := "success"
+	if err != nil {
+		result = "error"
 	}
 	e.m.SourceRequests.WithLabelValues(kind, result).Inc()
+	up := 1.0
+	switch sources.Reason(err) {
+	case "", "not_found", "field_not_found", "permission_denied", "too_large":
+	default:
+		up = 0
+	}
 	e.m.SourceUp.WithLabelValues(kind).Set(up)
 }
 

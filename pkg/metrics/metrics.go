@@ -80,7 +80,7 @@ func New(reg prometheus.Registerer, version, revision string) *Metrics {
 		}, []string{"source"}),
 		SourceUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Name: "source_up",
-			Help: "1 when the last request to the source succeeded.",
+			Help: "1 when the source answered its last request (a not-found or denied answer counts; a timeout, throttle or outage does not).",
 		}, []string{"source"}),
 		CredentialExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Name: "source_credential_expiry_timestamp_seconds",
