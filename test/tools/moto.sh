@@ -6,6 +6,7 @@
 # it, installs moto[server] into that Python (or into a venv cached under
 # $HOME/.cache/phase-sidecar-test/moto-5.2.1/ when that Python is absent).
 # Exported by test/ci.sh as PHASE_TEST_MOTO_PYTHON.
+# env: PHASE_TEST_MOTO_PYTHON
 set -euo pipefail
 
 moto_version=5.2.1
