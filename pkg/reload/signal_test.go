@@ -201,7 +201,7 @@ func TestCoalesceFiveSecretsOneSignal(t *testing.T) {
 	m := newMetrics()
 	r, err := New(config.Reload{
 		Signal:   &config.Signal{PIDFile: pidFile},
-		Coalesce: 300 * time.Millisecond,
+		Coalesce: time.Second,
 		MaxWait:  time.Minute,
 	}, Options{Logger: slog.New(slog.DiscardHandler), Metrics: m})
 	if err != nil {
