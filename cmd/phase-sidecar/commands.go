@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -16,6 +20,7 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/engine"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
+	"github.com/phase-sidecar/phase-sidecar/pkg/reload"
 	"github.com/phase-sidecar/phase-sidecar/pkg/server"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -51,17 +56,13 @@ type pipeline struct {
 	srcs    map[string]sources.Source
 	checks  []check
 	engine  *engine.Engine
+	reload  *reload.Reloader
 }
 
-func setup(ctx context.Context, c common, stderr io.Writer, onChange func(engine.Change)) (*pipeline, error) {
-	log, err := newLogger(stderr, c.logLevel, c.logFormat)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := loadConfig(c.config)
-	if err != nil {
-		return nil, err
-	}
+// setup builds everything run and once share. notifier, when set, replaces
+// the configured reload method (the supervised app).
+func setup(ctx context.Context, cfg *config.Config, log *slog.Logger, notifier reload.Notifier) (*pipeline, error) {
+	var err error
 	v, r := buildVersion()
 	p := &pipeline{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	metrics.Standard(p.reg)
@@ -76,8 +77,20 @@ func setup(ctx context.Context, c common, stderr io.Writer, onChange func(engine
 		p.sink.Close()
 		return nil, err
 	}
+	var exclude []string
+	for _, s := range cfg.Secrets {
+		if !s.Reload {
+			exclude = append(exclude, s.Name)
+		}
+	}
+	p.reload, err = reload.New(cfg.Reload, reload.Options{Logger: log.With("component", "reload"), Metrics: p.metrics, Notifier: notifier, Exclude: exclude})
+	if err != nil {
+		p.sink.Close()
+		return nil, usageError{err}
+	}
 	p.engine, err = engine.New(engine.Options{
-		Config: cfg, Sources: p.srcs, Sink: p.sink, Metrics: p.metrics, Logger: log, OnChange: onChange,
+		Config: cfg, Sources: p.srcs, Sink: p.sink, Metrics: p.metrics, Logger: log,
+		OnChange: func(c engine.Change) { p.reload.Changed(c.Secrets, c.Initial) },
 	})
 	if err != nil {
 		p.sink.Close()
@@ -94,24 +107,110 @@ func cmdRun(args []string, _, stderr io.Writer) error {
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q (to supervise an app, put it after --)", fs.Arg(0))}
+	app := fs.Args()
+	if len(app) > 0 && !slices.Contains(args, "--") {
+		return usageError{fmt.Errorf("unexpected argument %q (to supervise an app, put it after --)", app[0])}
 	}
-	ctx, stop := signalContext()
-	defer stop()
-	p, err := setup(ctx, c, stderr, nil)
+	log, err := newLogger(stderr, c.logLevel, c.logFormat)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(c.config)
+	if err != nil {
+		return err
+	}
+	if listen != "" {
+		cfg.Listen = listen
+	}
+	if len(app) == 0 {
+		ctx, stop := signalContext()
+		defer stop()
+		return serve(ctx, cfg, log, nil)
+	}
+	return supervise(cfg, log, app)
+}
+
+// supervise runs the sidecar with app as its child: the child starts once
+// every required secret is written, gets SIGTERM and SIGINT forwarded, is
+// signalled or restarted on change, and its exit ends the sidecar with the
+// child's exit code.
+func supervise(cfg *config.Config, log *slog.Logger, app []string) error {
+	if r := cfg.Reload; r.Signal != nil || r.HTTP != nil || r.Exec != nil {
+		return usageError{errors.New("a supervised app (run … -- APP) is reloaded by reload.supervise; remove reload.signal, reload.http and reload.exec")}
+	}
+	sv := cfg.Reload.Supervise
+	sup, err := reload.NewSupervisor(app, reload.SupervisorOptions{
+		Logger: log.With("component", "supervise"), Signal: sv.Signal, Restart: sv.Restart,
+		StopSignal: sv.StopSignal, StopTimeout: sv.StopTimeout,
+		Env: os.Environ(), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	// The child gets SIGTERM and SIGINT first; its exit stops the sidecar.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigc)
+	go func() {
+		for {
+			select {
+			case sig := <-sigc:
+				if err := sup.Forward(sig); err != nil {
+					log.Warn("forwarding a signal to the app failed", "component", "supervise", "signal", sig.String(), "err", err)
+				}
+			case <-sup.Done():
+				cancel()
+				return
+			}
+		}
+	}()
+	start := func(p *pipeline) {
+		select {
+		case <-p.engine.Ready():
+			if err := sup.Start(ctx); err != nil {
+				log.Error("cannot start the app", "component", "supervise", "path", app[0], "err", err)
+			}
+		case <-ctx.Done():
+		}
+	}
+	if err := serve(ctx, cfg, log, &supervised{sup: sup, start: start}); err != nil {
+		return err
+	}
+	return exitCode(sup.Wait())
+}
+
+// supervised is the supervise mode's part in serve.
+type supervised struct {
+	sup   *reload.Supervisor
+	start func(*pipeline)
+}
+
+// exitCode makes run exit with the supervised app's code.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("the app exited with code %d", int(e)) }
+
+// serve is the daemon: sources, engine, reloader and HTTP until ctx ends.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, sv *supervised) error {
+	var notifier reload.Notifier
+	if sv != nil {
+		notifier = sv.sup
+	}
+	p, err := setup(ctx, cfg, log, notifier)
 	if err != nil {
 		return err
 	}
 	defer p.sink.Close()
-	if listen != "" {
-		p.cfg.Listen = listen
-	}
 	srv, err := server.New(server.Options{Addr: p.cfg.Listen, Gatherer: p.reg, Status: statusView{p}, Logger: p.log})
 	if err != nil {
 		return err
 	}
 	p.log.Info("serving", "component", "http", "path", srv.Addr())
+	if err := p.reload.Check(); err != nil {
+		p.log.Warn("reload target not usable yet; changes will retry", "component", "reload", "err", err)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
 	for kind, src := range p.srcs {
@@ -125,6 +224,10 @@ func cmdRun(args []string, _, stderr io.Writer) error {
 		}
 	}
 	g.Go(func() error { diagnose(gctx, p.checks, p.log); return nil })
+	g.Go(func() error { return p.reload.Run(gctx) })
+	if sv != nil {
+		g.Go(func() error { sv.start(p); return nil })
+	}
 	g.Go(func() error { return p.engine.Run(gctx) })
 	err = g.Wait()
 	p.log.Info("stopped; files stay in place", "path", p.cfg.Output.Dir)
@@ -137,9 +240,17 @@ func cmdOnce(args []string, _, stderr io.Writer) error {
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
+	log, err := newLogger(stderr, c.logLevel, c.logFormat)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(c.config)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signalContext()
 	defer stop()
-	p, err := setup(ctx, c, stderr, nil)
+	p, err := setup(ctx, cfg, log, nil)
 	if err != nil {
 		return err
 	}
@@ -254,5 +365,6 @@ func (v statusView) Snapshot() any {
 	return map[string]any{
 		"ready":   len(v.p.engine.Missing()) == 0,
 		"secrets": v.p.engine.Status(),
+		"reload":  v.p.reload.Status(),
 	}
 }

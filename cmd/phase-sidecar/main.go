@@ -84,6 +84,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
+	case errors.As(err, new(exitCode)):
+		var code exitCode
+		errors.As(err, &code)
+		return int(code)
 	case errors.As(err, new(usageError)):
 		fmt.Fprintf(stderr, "phase-sidecar %s: %v\n", cmd, err)
 		return exitUsage

@@ -193,7 +193,8 @@ func TestParseDefaults(t *testing.T) {
 			{Name: "Db_Password", Ref: mustRef(t, "vault://secret/db#password"), File: "db_password", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{3, 5}},
 			{Name: "KEY", Ref: mustRef(t, "aws-sm://k"), File: "key", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{4, 5}},
 		},
-		Reload: Reload{Coalesce: time.Second, MaxWait: 10 * time.Second},
+		Reload: Reload{Coalesce: time.Second, MaxWait: 10 * time.Second,
+			Supervise: Supervise{Signal: "SIGHUP", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", c, want)

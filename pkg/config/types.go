@@ -114,11 +114,13 @@ type AssumeRole struct {
 }
 
 // Reload configures how the app is told about changes. At most one of
-// Signal, HTTP, Exec is set; Supervise is set by the command line.
+// Signal, HTTP, Exec is set. Supervise holds the settings used when the
+// command line names an app to supervise (run … -- APP ARGS).
 type Reload struct {
 	Signal        *Signal
 	HTTP          *HTTP
 	Exec          *Exec
+	Supervise     Supervise
 	Coalesce      time.Duration // default 1s
 	MaxWait       time.Duration // cap on the total coalescing wait; default 10s
 	OnInitialSync bool          // default false: the first sync does not notify
@@ -140,6 +142,14 @@ type HTTP struct {
 	StatusMin, StatusMax int
 	Timeout              time.Duration // default 5s
 	Retries              int           // default 3
+}
+
+// Supervise configures the supervised child of `run -- APP ARGS`.
+type Supervise struct {
+	Signal      string        // sent on change; default SIGHUP
+	Restart     bool          // restart the child on change instead of signalling it
+	StopSignal  string        // sent to stop it; default SIGTERM
+	StopTimeout time.Duration // then SIGKILL; default 10s
 }
 
 // Exec runs a command (no shell).

@@ -464,6 +464,10 @@ func (d *decoder) reload(m *mapping, r *Reload) {
 		r.Exec = d.exec(&em)
 		methods = append(methods, em.n)
 	}
+	r.Supervise = Supervise{Signal: "SIGHUP", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second}
+	if sv, walk := m.sub("supervise"); walk {
+		d.supervise(&sv, &r.Supervise)
+	}
 	if len(methods) > 1 && !d.recording() {
 		d.errorf(methods[1], "reload", "set at most one of signal, http and exec")
 	}
@@ -480,18 +484,31 @@ func (d *decoder) reload(m *mapping, r *Reload) {
 	m.done()
 }
 
-func (d *decoder) signal(m *mapping) *Signal {
-	s := &Signal{Name: "SIGHUP"}
-	if n := m.str("name", &s.Name); n != nil {
-		name := strings.ToUpper(s.Name)
+// signalName reads a signal name, normalised to its SIG… form.
+func (d *decoder) signalName(m *mapping, key string, dst *string) {
+	if n := m.str(key, dst); n != nil {
+		name := strings.ToUpper(*dst)
 		if !strings.HasPrefix(name, "SIG") {
 			name = "SIG" + name
 		}
 		if !slices.Contains(signalNames, name) {
-			d.errorf(n, m.field("name"), "want one of %s, got %q", strings.Join(signalNames, ", "), s.Name)
+			d.errorf(n, m.field(key), "want one of %s, got %q", strings.Join(signalNames, ", "), *dst)
 		}
-		s.Name = name
+		*dst = name
 	}
+}
+
+func (d *decoder) supervise(m *mapping, s *Supervise) {
+	d.signalName(m, "signal", &s.Signal)
+	m.boolean("restart", &s.Restart)
+	d.signalName(m, "stop_signal", &s.StopSignal)
+	m.duration("stop_timeout", &s.StopTimeout)
+	m.done()
+}
+
+func (d *decoder) signal(m *mapping) *Signal {
+	s := &Signal{Name: "SIGHUP"}
+	d.signalName(m, "name", &s.Name)
 	pidN := m.absPath("pid_file", &s.PIDFile)
 	procN := m.str("process", &s.Process)
 	m.done()
