@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,7 +125,7 @@ func TestAWSAuth(t *testing.T) {
 	})
 	d.write(t, "auth/"+mount+"/role/app", map[string]any{
 		"auth_type":               "iam",
-		"bound_iam_principal_arn": "arn:aws:iam::123456789012:*",
+		"bound_iam_principal_arn": "arn:aws:iam::123456789012:user/moto", // moto answers any key with this user
 		"resolve_aws_unique_ids":  false,
 		"token_policies":          f.policy,
 		"token_ttl":               "1h",
@@ -139,6 +140,10 @@ func TestAWSAuth(t *testing.T) {
 	if _, err := s.Fetch(t.Context(), mustRef(t, f.ref)); err == nil {
 		t.Error("a login without the server ID header succeeded")
 	} else {
+		t.Logf("error: %v", err)
+		if !strings.Contains(err.Error(), "X-Vault-AWS-IAM-Server-ID") {
+			t.Errorf("err = %v, want it to name the missing header", err)
+		}
 		checkNoCanary(t, err)
 	}
 }

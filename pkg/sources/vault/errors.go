@@ -52,7 +52,7 @@ func classify(verb, p string, err error) error {
 		msg := vaultMessage(re)
 		switch c := re.StatusCode; {
 		case c == 403:
-			return fmt.Errorf("vault: %s %q: permission denied: the token's policies do not grant this path (for KV v2 the policy path is MOUNT/data/PATH, for leases sys/leases/renew): %w", verb, p, sources.ErrPermission)
+			return fmt.Errorf("vault: %s %q: the token's policies do not grant this path (for KV v2 the policy path is MOUNT/data/PATH, for lease renewal sys/leases/renew): %w", verb, p, sources.ErrPermission)
 		case c == 404:
 			return fmt.Errorf("vault: %s %q: %w", verb, p, sources.ErrNotFound)
 		case c == 429:
@@ -85,7 +85,22 @@ func vaultMessage(re *api.ResponseError) string {
 	if re.RawError || len(re.Errors) == 0 {
 		return ""
 	}
-	return ": " + strings.Join(re.Errors, "; ")
+	// Vault nests multierror text ("2 errors occurred:\n\t* a\n\t* b"):
+	// flatten it to one line.
+	var parts []string
+	for _, e := range re.Errors {
+		for _, line := range strings.Split(e, "\n") {
+			line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "* "))
+			if line == "" || strings.HasSuffix(line, "errors occurred:") || strings.HasSuffix(line, "error occurred:") {
+				continue
+			}
+			parts = append(parts, line)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(parts, "; ")
 }
 
 // tlsHint says what to check for a TLS failure, or "".

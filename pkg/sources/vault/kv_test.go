@@ -237,6 +237,7 @@ func TestErrors(t *testing.T) {
 					break
 				}
 			}
+			t.Logf("error: %v", err)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
