@@ -31,6 +31,7 @@ import (
 
 // Options are the collaborators of a Source.
 type Options struct {
+	// Logger is used as given; the caller scopes it (component, source).
 	Logger *slog.Logger
 	// Metrics receives the token expiry (CredentialExpiry{source="vault"}).
 	// Optional.
@@ -141,7 +142,7 @@ func New(cfg config.Vault, o Options) (*Source, error) {
 
 	s := &Source{
 		cfg:     cfg,
-		log:     o.Logger.With("component", "vault", "source", sources.Vault),
+		log:     o.Logger, // scoped by the caller (component, source)
 		metrics: o.Metrics,
 		env:     o.Env,
 		now:     o.Now,
