@@ -164,10 +164,10 @@ job "phase-console" {
         # Host PID namespace, so that the pid in /alloc/gunicorn.pid (also
         # written from the host namespace, see the backend) can be signalled.
         # Without it, use an HTTP reload instead (docs/nomad.md).
-        pid_mode     = "host"
+        pid_mode        = "host"
         readonly_rootfs = true
-        cap_drop     = ["ALL"]
-        security_opt = ["no-new-privileges"]
+        cap_drop        = ["ALL"]
+        security_opt    = ["no-new-privileges"]
 
         mount {
           type   = "volume"
