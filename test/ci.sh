@@ -50,8 +50,8 @@ step "go test -race ./..."
 go test -race -count=1 -timeout 30m ./...
 
 if [ -f deploy/go.mod ]; then
-  step "deploy kit: go vet, go test -race"
-  (cd deploy && go vet ./... && go test -race -count=1 -timeout 20m ./...)
+  step "deploy kit: go vet, staticcheck, go test -race"
+  (cd deploy && go vet ./... && "$STATICCHECK" ./... && go test -race -count=1 -timeout 20m ./...)
 fi
 
 step "fuzz ($fuzztime each)"

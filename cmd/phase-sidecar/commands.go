@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -367,4 +370,43 @@ func (v statusView) Snapshot() any {
 		"secrets": v.p.engine.Status(),
 		"reload":  v.p.reload.Status(),
 	}
+}
+
+// cmdHealth asks a running sidecar's /readyz, for container healthchecks
+// in images without a shell or curl: exit 0 when ready, 1 otherwise.
+func cmdHealth(args []string, stdout, stderr io.Writer) error {
+	var c common
+	var listen string
+	fs := newFlags("health", "health --config FILE [--listen ADDR]", stderr, &c, false)
+	fs.StringVar(&listen, "listen", "", "the sidecar's listen address (default: listen: from the config)")
+	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	if listen == "" {
+		cfg, err := config.Load(c.config)
+		if err != nil {
+			return usageError{err}
+		}
+		listen = cfg.Listen
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return usageError{fmt.Errorf("listen address %q: %w", listen, err)}
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	url := "http://" + net.JoinHostPort(host, port) + "/readyz"
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprint(stdout, string(body))
+	return nil
 }

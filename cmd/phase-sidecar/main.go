@@ -47,6 +47,7 @@ Usage:
   phase-sidecar once     --config FILE      sync everything once; exit 1 if a required secret failed
   phase-sidecar validate --config FILE      check a config offline
   phase-sidecar env      --config FILE [--format shell|k8s|compose]
+  phase-sidecar health   --config FILE [--listen ADDR]   exit 0 when a running sidecar is ready
   phase-sidecar version
 
 --config defaults to $PHASE_SIDECAR_CONFIG. Exit codes: 0 ok, 1 runtime failure,
@@ -69,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdValidate(rest, stdout, stderr)
 	case "env":
 		err = cmdEnv(rest, stdout, stderr)
+	case "health":
+		err = cmdHealth(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK

@@ -20,9 +20,8 @@ type job struct {
 // object is one source object, read once per cycle however many secrets
 // select fields from it.
 type object struct {
-	key     string // sources.Ref.Object()
-	ref     sources.Ref
-	version string // last version written in full; "" until then
+	key string // sources.Ref.Object()
+	ref sources.Ref
 }
 
 // plan groups secrets into jobs: secrets that share an object share a job,

@@ -164,9 +164,15 @@ secrets:
 	if code != 503 || !strings.Contains(body, "LATER") || strings.Contains(body, "OPTIONAL") {
 		t.Fatalf("/readyz = %d %q, want 503 naming LATER only", code, body)
 	}
+	if code, o := runCmd(t, "health", "--config", cfg); code != 1 || !strings.Contains(o, "LATER") {
+		t.Fatalf("health before ready = %d %q, want 1 naming LATER", code, o)
+	}
 	// The directory does not exist yet: the watch on it is retried.
 	writeFile(t, a, value("x"))
 	s.waitReady()
+	if code, o := runCmd(t, "health", "--config", cfg); code != 0 {
+		t.Fatalf("health when ready = %d %q", code, o)
+	}
 	waitFile(t, filepath.Join(out, "later"), value("x"))
 }
 

@@ -105,9 +105,8 @@ type imdsDiag struct {
 	}
 	endpoint string
 
-	mu     sync.Mutex
-	noted  *IMDSError
-	status int
+	mu    sync.Mutex
+	noted *IMDSError
 }
 
 func (d *imdsDiag) Do(req *http.Request) (*http.Response, error) {
@@ -212,7 +211,7 @@ func (p *imdsCredentials) check(c aws.Credentials) (aws.Credentials, error) {
 	}
 	if c.CanExpire && !c.Expires.After(now()) {
 		return aws.Credentials{}, &IMDSError{Problem: IMDSExpiredCredentials, Endpoint: p.diag.ep(),
-			Err: fmt.Errorf("Expiration %s", c.Expires.UTC().Format(time.RFC3339))}
+			Err: fmt.Errorf("expiration %s", c.Expires.UTC().Format(time.RFC3339))}
 	}
 	return c, nil
 }
