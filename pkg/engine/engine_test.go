@@ -3,10 +3,12 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -434,5 +436,60 @@ func TestUnavailableSource(t *testing.T) {
 	_, err := New(Options{Config: f.cfg, Sources: map[string]sources.Source{}, Metrics: f.m})
 	if err == nil || !strings.Contains(err.Error(), "not available in this build/config") {
 		t.Fatalf("New = %v", err)
+	}
+}
+
+// failingSink fails the first n writes with ENOSPC, leaving nothing written,
+// the way a full tmpfs does.
+type failingSink struct {
+	Sink
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *failingSink) Write(file sink.File) (bool, error) {
+	f.mu.Lock()
+	if f.fails > 0 {
+		f.fails--
+		f.mu.Unlock()
+		return false, fmt.Errorf("sink: write %q: no space left on the tmpfs: %w", file.Name, syscall.ENOSPC)
+	}
+	f.mu.Unlock()
+	return f.Sink.Write(file)
+}
+
+func TestWriteErrorCountedAndRetried(t *testing.T) {
+	f := newFixture(t, config.Secret{Name: "A", Ref: mustRef(t, "vault://secret/app#a"), Required: true})
+	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
+		return kv(map[string]string{"a": "v"}), nil
+	}}
+	d, err := sink.Open(sink.Options{Dir: f.dir, AllowDisk: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	fs := &failingSink{Sink: d, fails: 1}
+	e, err := New(Options{Config: f.cfg, Sources: map[string]sources.Source{sources.Vault: src}, Sink: fs, Metrics: f.m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	// The first write fails; the retry (backoff ≤ 1 s on attempt 1) succeeds.
+	select {
+	case <-e.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the write was not retried")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := f.read(t, "a"); got != "v" {
+		t.Fatalf("a = %q", got)
+	}
+	if v := testutil.ToFloat64(f.m.SecretWriteErrors.WithLabelValues("A", "vault")); v != 1 {
+		t.Errorf("write errors = %v, want 1", v)
 	}
 }

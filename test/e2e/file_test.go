@@ -291,6 +291,12 @@ func TestOnceValidateEnv(t *testing.T) {
 	if code != 2 || !strings.Contains(o, "bogus") || !strings.Contains(o, "nope") {
 		t.Fatalf("validate on a bad config = %d: %s", code, o)
 	}
+	t.Setenv("VAULT_ADDR", "")
+	novault, _ := writeConfig(t, out, "secrets:\n  - name: V\n    ref: vault://secret/app#k\n")
+	code, o = runCmd(t, "validate", "--config", novault)
+	if code != 2 || !strings.Contains(o, "not available in this build/config") || !strings.Contains(o, "VAULT_ADDR") {
+		t.Fatalf("validate with a Vault ref and no address = %d: %s", code, o)
+	}
 	if code, _ := runCmd(t, "run"); code != 2 {
 		t.Errorf("run without --config = %d, want 2", code)
 	}
