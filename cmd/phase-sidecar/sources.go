@@ -6,25 +6,56 @@ import (
 	"log/slog"
 	"os"
 
-	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
-	"github.com/phase-sidecar/phase-sidecar/pkg/sources/aws"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources/file"
-	"github.com/phase-sidecar/phase-sidecar/pkg/sources/vault"
 )
+
+// The Vault and AWS sources are linked in unless the build leaves them out
+// (go build -tags novault,noaws): a file-only sidecar is ~7 MB smaller in
+// memory. source_vault*.go and source_aws*.go set these.
+var (
+	buildVault func(cfg config.Vault, o sourceOptions) (sources.Source, error)
+	buildAWS   func(ctx context.Context, cfg config.AWS, o sourceOptions) (awsSources, error)
+)
+
+// sourceOptions is what every source constructor gets.
+type sourceOptions struct {
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	// awsCredentials is the AWS source's credential provider (an
+	// aws.CredentialsProvider), for Vault's aws auth method; nil otherwise.
+	awsCredentials any
+}
+
+// awsSources is what the AWS source offers the wiring.
+type awsSources struct {
+	sm, ssm     sources.Source
+	credentials any
+	check       func(context.Context) error
+}
 
 // available says why a source kind cannot serve this config, or "" when it
 // can. It touches nothing, so validate can call it.
 func available(cfg *config.Config, kind string) string {
 	switch kind {
-	case sources.File, sources.AWSSM, sources.AWSSSM:
+	case sources.File:
+		return ""
+	case sources.AWSSM, sources.AWSSSM:
+		if buildAWS == nil {
+			return "this binary was built without the AWS source (-tags noaws)"
+		}
 		return ""
 	case sources.Vault:
+		if buildVault == nil {
+			return "this binary was built without the Vault source (-tags novault)"
+		}
 		if cfg.Sources.Vault == nil || (cfg.Sources.Vault.Address == "" && os.Getenv("VAULT_ADDR") == "") {
 			return "no Vault address: set sources.vault.address or VAULT_ADDR"
+		}
+		if cfg.Sources.Vault.Auth.Method == "aws" && buildAWS == nil {
+			return "Vault's aws auth method needs the AWS source, which this binary was built without (-tags noaws)"
 		}
 		return ""
 	}
@@ -44,38 +75,38 @@ func buildSources(ctx context.Context, cfg *config.Config, log *slog.Logger, m *
 	for _, s := range cfg.Secrets {
 		used[s.Ref.Kind] = true
 	}
-	logger := func(kind string) *slog.Logger { return log.With("component", "source", "source", kind) }
+	opts := func(kind string) sourceOptions {
+		return sourceOptions{log: log.With("component", "source", "source", kind), metrics: m}
+	}
 	out := map[string]sources.Source{}
 	var checks []check
 	if used[sources.File] {
-		out[sources.File] = file.New(file.Options{MaxSize: cfg.MaxFileSize, Logger: logger(sources.File)})
+		out[sources.File] = file.New(file.Options{MaxSize: cfg.MaxFileSize, Logger: opts(sources.File).log})
 	}
 	vaultAWSAuth := used[sources.Vault] && cfg.Sources.Vault != nil && cfg.Sources.Vault.Auth.Method == "aws"
-	var awsSrc *aws.Source
-	if used[sources.AWSSM] || used[sources.AWSSSM] || vaultAWSAuth {
-		ac := config.AWS{Credentials: aws.CredentialsIMDS}
+	var awsCreds any
+	if (used[sources.AWSSM] || used[sources.AWSSSM] || vaultAWSAuth) && buildAWS != nil {
+		ac := config.AWS{Credentials: "imds"}
 		if cfg.Sources.AWS != nil {
 			ac = *cfg.Sources.AWS
 		}
-		var err error
-		awsSrc, err = aws.New(ctx, ac, aws.Options{Logger: logger("aws"), Metrics: m, Env: os.Getenv})
+		a, err := buildAWS(ctx, ac, opts("aws"))
 		if err != nil {
 			return nil, nil, fmt.Errorf("aws source: %w", err)
 		}
-		checks = append(checks, check{source: "aws", run: awsSrc.Check})
+		checks = append(checks, check{source: "aws", run: a.check})
+		awsCreds = a.credentials
 		if used[sources.AWSSM] {
-			out[sources.AWSSM] = awsSrc.SecretsManager()
+			out[sources.AWSSM] = a.sm
 		}
 		if used[sources.AWSSSM] {
-			out[sources.AWSSSM] = awsSrc.SSM()
+			out[sources.AWSSSM] = a.ssm
 		}
 	}
-	if used[sources.Vault] {
-		var creds awssdk.CredentialsProvider
-		if awsSrc != nil {
-			creds = awsSrc.Credentials()
-		}
-		v, err := vault.New(*cfg.Sources.Vault, vault.Options{Logger: logger(sources.Vault), Metrics: m, AWSCredentials: creds, Env: os.Getenv})
+	if used[sources.Vault] && buildVault != nil {
+		o := opts(sources.Vault)
+		o.awsCredentials = awsCreds
+		v, err := buildVault(*cfg.Sources.Vault, o)
 		if err != nil {
 			return nil, nil, fmt.Errorf("vault source: %w", err)
 		}
