@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
@@ -267,18 +268,32 @@ func (e *Engine) schedule(ctx context.Context) {
 	}
 }
 
-// runJobs runs the given jobs and waits for them.
+// runJobs runs the given jobs and waits for them. Workers take the next unit
+// from a shared cursor, so a first sync of thousands of secrets costs no
+// goroutine or channel hand-off per secret.
 func (e *Engine) runJobs(ctx context.Context, jobs []*job, reschedule bool) {
+	units := e.units(jobs)
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, max(e.cfg.Concurrency, 1))
-	e.dispatch(ctx, jobs, reschedule, sem, &wg)
+	for range min(max(e.cfg.Concurrency, 1), len(units)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= len(units) {
+					return
+				}
+				e.runUnit(ctx, units[i], reschedule)
+			}
+		}()
+	}
 	wg.Wait()
 }
 
-// dispatch starts the given jobs with at most cap(sem) in flight, batching
-// single-object jobs of sources that can batch. It blocks only while every
-// worker is busy.
-func (e *Engine) dispatch(ctx context.Context, jobs []*job, reschedule bool, sem chan struct{}, wg *sync.WaitGroup) {
+// units splits jobs into units of work: a batch of single-object jobs of a
+// source that can batch, or one job.
+func (e *Engine) units(jobs []*job) [][]*job {
 	var units [][]*job
 	batches := map[string][]*job{}
 	for _, j := range jobs {
@@ -294,6 +309,22 @@ func (e *Engine) dispatch(ctx context.Context, jobs []*job, reschedule bool, sem
 			units = append(units, bj)
 		}
 	}
+	return units
+}
+
+// runUnit runs one unit of work.
+func (e *Engine) runUnit(ctx context.Context, u []*job, reschedule bool) {
+	if _, ok := e.srcs[u[0].objects[0].ref.Kind].(sources.Batcher); ok && len(u[0].objects) == 1 {
+		e.runBatch(ctx, u, reschedule)
+		return
+	}
+	e.runJob(ctx, u[0], nil, reschedule)
+}
+
+// dispatch starts the given jobs with at most cap(sem) units in flight. It
+// blocks only while every worker is busy.
+func (e *Engine) dispatch(ctx context.Context, jobs []*job, reschedule bool, sem chan struct{}, wg *sync.WaitGroup) {
+	units := e.units(jobs)
 	for i, u := range units {
 		select {
 		case sem <- struct{}{}:
@@ -305,11 +336,7 @@ func (e *Engine) dispatch(ctx context.Context, jobs []*job, reschedule bool, sem
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if _, ok := e.srcs[u[0].objects[0].ref.Kind].(sources.Batcher); ok && len(u[0].objects) == 1 {
-				e.runBatch(ctx, u, reschedule)
-				return
-			}
-			e.runJob(ctx, u[0], nil, reschedule)
+			e.runUnit(ctx, u, reschedule)
 		}()
 	}
 }

@@ -3,6 +3,8 @@
 //
 //	go test -run '^$' -bench . -benchtime 1x ./test/bench
 //
+// PHASE_BENCH_TAGS=novault,noaws measures the file-only build.
+//
 // These are benchmarks, never timed assertions: they report numbers.
 package bench
 
@@ -33,7 +35,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "phase-sidecar")
-	build := exec.Command("go", "build", "-trimpath", "-o", binary, "../../cmd/phase-sidecar")
+	build := exec.Command("go", "build", "-trimpath", "-tags", os.Getenv("PHASE_BENCH_TAGS"), "-o", binary, "../../cmd/phase-sidecar")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		panic(err)
