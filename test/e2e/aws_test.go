@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -250,6 +251,34 @@ func (s *awsSeeder) param(t *testing.T, name, value string, typ ssmtypes.Paramet
 	return out.Version
 }
 
+// assumedRoles lists the AssumeRole calls moto answered as "ROLE-ARN
+// SESSION-NAME EXTERNAL-ID", leaving out the keys it issued.
+func assumedRoles(t *testing.T, moto string) []string {
+	t.Helper()
+	resp, err := http.Get(moto + "/moto-api/data.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var data struct {
+		STS struct {
+			AssumedRole []struct {
+				RoleARN     string `json:"role_arn"`
+				SessionName string `json:"session_name"`
+				ExternalID  string `json:"external_id"`
+			}
+		} `json:"sts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&data); err != nil {
+		t.Fatalf("moto data.json: %v", err)
+	}
+	var out []string
+	for _, r := range data.STS.AssumedRole {
+		out = append(out, strings.Join([]string{r.RoleARN, r.SessionName, r.ExternalID}, " "))
+	}
+	return out
+}
+
 // awsStatus is /v1/status, the fields these tests read.
 type awsStatus struct {
 	Ready   bool `json:"ready"`
@@ -372,6 +401,10 @@ secrets:
 				t.Errorf("credential expiry of %s = %v, want a time in the future", src, v)
 			}
 		}
+		// AssumeRole carried the session name and the external id.
+		if got := assumedRoles(t, moto); !slices.Contains(got, awsRoleARN+" phase-sidecar "+awsExternalID) {
+			t.Errorf("moto saw no AssumeRole of %s with the external id; it saw %q", awsRoleARN, got)
+		}
 		// Only IMDSv2 was used, and the instance role was read from it.
 		log := md.log(t)
 		if strings.Contains(log, "No token provided") {
@@ -490,8 +523,13 @@ func TestAWSIMDSDiagnosis(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			awsEnv(t, tc.endpoint(t), "")
+			// run and once side by side: each waits out the SDK's timeout.
+			runOut := shm(t)
+			runCfg, addr := writeConfig(t, runOut, body)
+			s := start(t, runCfg, addr)
+
 			out := shm(t)
-			cfg, addr := writeConfig(t, out, body)
+			cfg, _ := writeConfig(t, out, body)
 			code, o := runCmd(t, "once", "--config", cfg, "--log-level", "debug")
 			if code != 1 {
 				t.Errorf("once = %d, want 1\n%s", code, o)
@@ -505,18 +543,26 @@ func TestAWSIMDSDiagnosis(t *testing.T) {
 				t.Errorf("once wrote %d files without credentials", len(entries))
 			}
 
-			// run: the start-up log and /v1/status say the same.
-			s := start(t, cfg, addr)
+			// run: /v1/status and the start-up log say the same.
 			eventually(t, "/healthz 200", func() bool { c, _ := s.get("/healthz"); return c == 200 })
 			eventually(t, "the status to show the IMDS problem", func() bool {
 				_, e, _ := s.secretStatus("DATABASE_PASSWORD")
-				return strings.Contains(e, tc.want[len(tc.want)-1])
+				return e != ""
 			})
+			_, e, _ := s.secretStatus("DATABASE_PASSWORD")
+			for _, w := range tc.want {
+				if !strings.Contains(e, w) {
+					t.Errorf("status last_error lacks %q: %s", w, e)
+				}
+			}
 			if c, _ := s.get("/readyz"); c != 503 {
 				t.Errorf("/readyz = %d without credentials, want 503", c)
 			}
 			if v := s.metric(`phase_sidecar_source_up{source="aws-sm"}`); v != 0 {
 				t.Errorf("source_up{aws-sm} = %v, want 0", v)
+			}
+			if entries, _ := os.ReadDir(runOut); len(entries) != 0 {
+				t.Errorf("run wrote %d files without credentials", len(entries))
 			}
 			eventually(t, "the start-up check to log the problem", func() bool {
 				return strings.Contains(s.out.String(), "source check failed") && strings.Contains(s.out.String(), tc.want[len(tc.want)-1])
