@@ -25,6 +25,7 @@ import (
 type Sink interface {
 	Write(f sink.File) (changed bool, err error)
 	WriteBundle(bundle string, files []sink.File) (changed bool, err error)
+	Exists(name string) bool
 	Path(name string) string
 }
 
@@ -65,7 +66,9 @@ type Engine struct {
 	change  func(Change)
 	jobs    []*job // fixed after New; their scheduling fields are guarded by mu
 	secrets []*state
-	byObj   map[string]*job // object key → job, for watcher hints
+	byObj   map[string]*job   // object key → job, for watcher hints
+	targets map[string]*state // configured target → secret, fixed after New
+	claimed map[string]*state // file of an expansion → its secret; guarded by mu
 
 	mu        sync.Mutex // guards the per-secret status and job scheduling fields
 	wake      chan struct{}
@@ -79,16 +82,18 @@ type Engine struct {
 // New checks that every secret has a source and prepares the plan.
 func New(o Options) (*Engine, error) {
 	e := &Engine{
-		cfg:    o.Config,
-		srcs:   o.Sources,
-		sink:   o.Sink,
-		m:      o.Metrics,
-		log:    o.Logger,
-		change: o.OnChange,
-		byObj:  map[string]*job{},
-		wake:   make(chan struct{}, 1),
-		readyC: make(chan struct{}),
-		now:    time.Now,
+		cfg:     o.Config,
+		srcs:    o.Sources,
+		sink:    o.Sink,
+		m:       o.Metrics,
+		log:     o.Logger,
+		change:  o.OnChange,
+		byObj:   map[string]*job{},
+		targets: map[string]*state{},
+		claimed: map[string]*state{},
+		wake:    make(chan struct{}, 1),
+		readyC:  make(chan struct{}),
+		now:     time.Now,
 	}
 	e.started = e.now()
 	if e.log == nil {
@@ -102,7 +107,9 @@ func New(o Options) (*Engine, error) {
 			missing = append(missing, fmt.Sprintf("secret %s: source %q is not available in this build/config", sc.Name, sc.Ref.Kind))
 			continue
 		}
-		e.secrets = append(e.secrets, &state{cfg: sc, target: target(sc)})
+		st := &state{cfg: sc, target: target(sc)}
+		e.secrets = append(e.secrets, st)
+		e.targets[st.target] = st
 		if sc.Required {
 			e.unwritten++
 		}
@@ -432,33 +439,54 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 		}
 		objs[ob.key] = results[i].Object
 	}
-	// A bundle is written only from a complete set of fresh objects.
-	bundles := map[string][]sink.File{}
-	bundleMembers := map[string][]*state{}
-	var changed []string
-	initial := true
+	// Render every secret first: a bundle is written only when all its
+	// members have fresh values, so no reader sees a new certificate with
+	// an old (or missing) key.
+	type rendered struct {
+		s       *state
+		files   []sink.File
+		existed bool // a first write found the target already there
+	}
+	var plain []rendered
+	bundles := map[string][]rendered{}
+	broken := map[string]bool{}
 	writeErr := false
 	for _, s := range j.secrets {
 		obj, ok := objs[s.cfg.Ref.Object()]
 		if !ok {
-			continue
-		}
-		if s.cfg.Bundle != "" && fetchErr != nil {
+			if s.cfg.Bundle != "" {
+				broken[s.cfg.Bundle] = true
+			}
 			continue
 		}
 		files, err := e.render(s, obj)
 		if err != nil {
 			e.secretFailed(s, err, now)
 			writeErr = true
+			if s.cfg.Bundle != "" {
+				broken[s.cfg.Bundle] = true
+			}
 			continue
 		}
+		r := rendered{s: s, files: files, existed: e.existed(s, files)}
 		if s.cfg.Bundle != "" {
-			bundles[s.cfg.Bundle] = append(bundles[s.cfg.Bundle], files...)
-			bundleMembers[s.cfg.Bundle] = append(bundleMembers[s.cfg.Bundle], s)
-			continue
+			bundles[s.cfg.Bundle] = append(bundles[s.cfg.Bundle], r)
+		} else {
+			plain = append(plain, r)
 		}
-		ch, werr := false, error(nil)
-		for _, f := range files {
+	}
+	var changed []string
+	initial := true
+	note := func(r rendered, ch bool) {
+		if e.synced(r.s, objs[r.s.cfg.Ref.Object()], ch, now, r.existed) {
+			changed = append(changed, r.s.cfg.Name)
+			initial = initial && r.s.firstChange
+		}
+	}
+	for _, r := range plain {
+		ch := false
+		var werr error
+		for _, f := range r.files {
 			c, err := e.sink.Write(f)
 			if err != nil {
 				werr = err
@@ -467,27 +495,31 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 			ch = ch || c
 		}
 		if werr != nil {
-			e.writeFailed(s, werr)
+			e.writeFailed(r.s, werr)
 			writeErr = true
 			continue
 		}
-		if e.synced(s, obj, ch, now) {
-			changed = append(changed, s.cfg.Name)
-			initial = initial && s.firstChange
-		}
+		note(r, ch)
 	}
-	for b, files := range bundles {
+	for b, members := range bundles {
+		if broken[b] {
+			for _, r := range members {
+				e.log.Warn("bundle not published: a member has no fresh value; the last good bundle stays", "secret", r.s.cfg.Name, "path", e.sink.Path(b))
+			}
+			continue
+		}
+		var files []sink.File
+		for _, r := range members {
+			files = append(files, r.files...)
+		}
 		ch, err := e.sink.WriteBundle(b, files)
-		for _, s := range bundleMembers[b] {
+		for _, r := range members {
 			if err != nil {
-				e.writeFailed(s, err)
+				e.writeFailed(r.s, err)
 				writeErr = true
 				continue
 			}
-			if e.synced(s, objs[s.cfg.Ref.Object()], ch, now) {
-				changed = append(changed, s.cfg.Name)
-				initial = initial && s.firstChange
-			}
+			note(r, ch)
 		}
 	}
 	e.checkReady()
@@ -569,14 +601,33 @@ func (e *Engine) render(s *state, obj sources.Object) ([]sink.File, error) {
 		}
 		files := make([]sink.File, 0, len(obj.Fields))
 		names := make([]string, 0, len(obj.Fields))
+		seen := make(map[string]string, len(obj.Fields))
 		for _, k := range obj.Keys() {
 			n := expandedName(s.cfg.File, k)
+			if other, dup := seen[n]; dup {
+				return nil, fmt.Errorf("%s: fields %q and %q both map to file %q; rename one", s.cfg.Ref, other, k, n)
+			}
+			seen[n] = k
+			if owner, taken := e.targets[n]; taken && owner != s {
+				return nil, fmt.Errorf("%s: field %q maps to file %q, which secret %s writes; rename the field or that secret's file", s.cfg.Ref, k, n, owner.cfg.Name)
+			}
 			files = append(files, mk(n, obj.Fields[k]))
 			names = append(names, n)
 		}
 		e.mu.Lock()
+		defer e.mu.Unlock()
+		for _, n := range names {
+			if owner, taken := e.claimed[n]; taken && owner != s {
+				return nil, fmt.Errorf("%s: file %q is already written by the expansion of secret %s", s.cfg.Ref, n, owner.cfg.Name)
+			}
+		}
+		for _, n := range s.expanded {
+			delete(e.claimed, n)
+		}
+		for _, n := range names {
+			e.claimed[n] = s
+		}
 		s.expanded, s.expands = names, true
-		e.mu.Unlock()
 		return files, nil
 	}
 	v, err := obj.Select(s.cfg.Ref.Field)
@@ -585,6 +636,23 @@ func (e *Engine) render(s *state, obj sources.Object) ([]sink.File, error) {
 	}
 	name := s.cfg.File
 	return []sink.File{mk(name, v)}, nil
+}
+
+// existed reports, for a secret's first write, whether its target was already
+// on disk: a sidecar restarted next to a running app must reload it when the
+// value changed while it was down.
+func (e *Engine) existed(s *state, files []sink.File) bool {
+	e.mu.Lock()
+	first := !s.written
+	e.mu.Unlock()
+	if !first || len(files) == 0 {
+		return false
+	}
+	name := files[0].Name
+	if s.cfg.Bundle != "" {
+		name = s.cfg.Bundle + "/" + name
+	}
+	return e.sink.Exists(name)
 }
 
 // newline applies the secret's newline policy.

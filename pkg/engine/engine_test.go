@@ -493,3 +493,73 @@ func TestWriteErrorCountedAndRetried(t *testing.T) {
 		t.Errorf("write errors = %v, want 1", v)
 	}
 }
+
+func TestBundleNotWrittenWhenAMemberCannotBeSelected(t *testing.T) {
+	f := newFixture(t,
+		config.Secret{Name: "TLS_CERT", File: "tls.crt", Bundle: "tls", Ref: mustRef(t, "aws-sm://tls#cert"), Required: true},
+		config.Secret{Name: "TLS_KEY", File: "tls.key", Bundle: "tls", Ref: mustRef(t, "aws-sm://tls#key"), Required: true},
+	)
+	payload := `{"cert":"c1","key":"k1"}`
+	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
+		return sources.Object{Value: secret.FromString(payload)}, nil
+	}}
+	e := f.engine(t, map[string]sources.Source{sources.AWSSM: src})
+	_ = e.Once(context.Background())
+	payload = `{"cert":"c2"}` // the rotated secret lost its key
+	_ = e.Once(context.Background())
+	if c, k := f.read(t, "tls/tls.crt"), f.read(t, "tls/tls.key"); c != "c1" || k != "k1" {
+		t.Fatalf("bundle = %q, %q: published without a member", c, k)
+	}
+}
+
+func TestExpansionCollisions(t *testing.T) {
+	f := newFixture(t,
+		config.Secret{Name: "REDIS_PASSWORD", Ref: mustRef(t, "file:///plain"), Required: true},
+		config.Secret{Name: "REDIS", Ref: mustRef(t, "file:///k8s/redis/"), Required: true},
+		config.Secret{Name: "DUP", Ref: mustRef(t, "file:///k8s/dup/"), Required: false},
+		config.Secret{Name: "DOTS", Ref: mustRef(t, "file:///k8s/dots/"), Required: true},
+	)
+	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
+		switch ref.Path {
+		case "/plain":
+			return sources.Object{Value: secret.FromString("plain")}, nil
+		case "/k8s/redis/":
+			return kv(map[string]string{"password": "from-dir"}), nil
+		case "/k8s/dup/":
+			return kv(map[string]string{"a b": "1", "a_b": "2"}), nil
+		}
+		return kv(map[string]string{"x..y": "dots"}), nil
+	}}
+	e := f.engine(t, map[string]sources.Source{sources.File: src})
+	err := e.Once(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "REDIS ") || !strings.Contains(err.Error(), "which secret REDIS_PASSWORD writes") {
+		t.Fatalf("Once = %v, want REDIS refused for colliding with REDIS_PASSWORD", err)
+	}
+	if got := f.read(t, "redis_password"); got != "plain" {
+		t.Fatalf("redis_password = %q: an expansion overwrote a configured target", got)
+	}
+	for _, st := range e.Status() {
+		if st.Name == "DUP" && !strings.Contains(st.LastError, "both map to") {
+			t.Errorf("DUP error = %q", st.LastError)
+		}
+	}
+	if got := f.read(t, "dots_x._y"); got != "dots" {
+		t.Errorf("dots_x._y = %q", got)
+	}
+}
+
+func TestInitialOnlyForNewTargets(t *testing.T) {
+	f := newFixture(t, config.Secret{Name: "A", Ref: mustRef(t, "vault://secret/app#a"), Required: true})
+	// A sidecar restarted next to a running app finds the old value on disk.
+	if err := os.WriteFile(filepath.Join(f.dir, "a"), []byte("old"), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
+		return kv(map[string]string{"a": "rotated while down"}), nil
+	}}
+	e := f.engine(t, map[string]sources.Source{sources.Vault: src})
+	_ = e.Once(context.Background())
+	if c := <-f.changes; c.Initial {
+		t.Fatalf("change = %+v: a value that replaced an existing target must reload the app", c)
+	}
+}

@@ -82,19 +82,24 @@ func plan(secrets []*state) []*job {
 // expandedName maps field key of an expanding secret (a directory, a
 // recursive parameter path, a split Vault object) to its target file and
 // variable: secret REDIS, field password → file redis_password, variable
-// REDIS_PASSWORD. Characters outside [A-Za-z0-9_.-] become '_'.
+// REDIS_PASSWORD. Characters outside [A-Za-z0-9_.-] become '_', and so does
+// the second dot of "..", which no target name may contain.
 func expandedName(prefix, key string) string {
 	var b strings.Builder
 	b.Grow(len(prefix) + 1 + len(key))
 	b.WriteString(prefix)
 	b.WriteByte('_')
+	prev := '_'
 	for _, r := range key {
 		switch {
+		case r == '.' && prev == '.':
+			r = '_'
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
-			b.WriteRune(r)
 		default:
-			b.WriteByte('_')
+			r = '_'
 		}
+		b.WriteRune(r)
+		prev = r
 	}
 	return b.String()
 }

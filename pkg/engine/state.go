@@ -87,7 +87,11 @@ func (e *Engine) setError(s *state, err error) {
 }
 
 // synced records a successful sync and reports whether the target changed.
-func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Time) bool {
+//
+// A change is initial, and needs no reload, only when it is this process's
+// first write of the secret, made before the sidecar was ready, to a target
+// that did not exist: the app cannot have read anything yet.
+func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Time, existed bool) bool {
 	e.mu.Lock()
 	first := !s.written
 	if first && s.cfg.Required {
@@ -102,7 +106,7 @@ func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Tim
 	s.expiry = obj.Expiry
 	if changed {
 		s.lastChange = now
-		s.firstChange = first
+		s.firstChange = first && !e.ready && !existed
 	}
 	e.mu.Unlock()
 	if exported {

@@ -152,6 +152,13 @@ func (d *Dir) cleanup() error {
 	return nil
 }
 
+// Exists reports whether name (a target, or "bundle/member") is present,
+// without following a symlink at the target itself.
+func (d *Dir) Exists(name string) bool {
+	_, err := d.root.Lstat(name)
+	return err == nil
+}
+
 // Path returns the absolute path of a target name; a bundle member is
 // "bundle/member".
 func (d *Dir) Path(name string) string { return filepath.Join(d.dir, name) }
