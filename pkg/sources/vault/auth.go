@@ -479,6 +479,7 @@ func (a *auth) renew(ctx context.Context, gen int, tok token) {
 		if c := status(err); c == 403 || c == 400 || (c == 0 && !tok.expiry.IsZero() && !now.Before(tok.expiry)) {
 			a.s.log.Info("token renewal refused; logging in again", "err", classify("renew", "auth/token/renew-self", err))
 			a.invalidate(gen)
+			a.event("relogin")
 			return
 		}
 		a.mu.Lock()
