@@ -302,7 +302,7 @@ func (s *sidecar) awsStatus() awsStatus {
 	return st
 }
 
-// secretStatus returns one secret's version and last error.
+// secretStatus returns one secret's version, last error and files.
 func (s *sidecar) secretStatus(name string) (version, lastError string, files []string) {
 	s.t.Helper()
 	for _, sec := range s.awsStatus().Secrets {
