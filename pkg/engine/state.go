@@ -59,7 +59,11 @@ func (e *Engine) fetchFailed(j *job, ob object, err error) {
 		if !s.cfg.Required && errors.Is(err, sources.ErrNotFound) {
 			lvl = e.log.Info
 		}
-		lvl("fetch failed; keeping the last good file", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "path", s.cfg.Ref.String(), "err", err)
+		msg := "fetch failed; keeping the last good file"
+		if !s.written {
+			msg = "fetch failed; nothing written yet"
+		}
+		lvl(msg, "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "err", err)
 	}
 }
 

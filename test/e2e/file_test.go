@@ -75,17 +75,19 @@ func TestKubeletSecretVolume(t *testing.T) {
 secrets:
   - name: REDIS_PASSWORD
     ref: file://%[1]s/redis/password
-  - name: REDIS
+  - name: VOLUME
     ref: file://%[1]s/redis/
 `, src))
 	s := start(t, cfg, addr)
 	s.waitReady()
 	waitFile(t, filepath.Join(out, "redis_password"), value("p1"))
-	waitFile(t, filepath.Join(out, "redis_username"), value("u1"))
+	waitFile(t, filepath.Join(out, "volume_password"), value("p1"))
+	waitFile(t, filepath.Join(out, "volume_username"), value("u1"))
 	for i := 2; i <= 4; i++ {
 		vol.update(map[string]string{"password": value(fmt.Sprint("p", i)), "username": value(fmt.Sprint("u", i))})
 		waitFile(t, filepath.Join(out, "redis_password"), value(fmt.Sprint("p", i)))
-		waitFile(t, filepath.Join(out, "redis_username"), value(fmt.Sprint("u", i)))
+		waitFile(t, filepath.Join(out, "volume_password"), value(fmt.Sprint("p", i)))
+		waitFile(t, filepath.Join(out, "volume_username"), value(fmt.Sprint("u", i)))
 	}
 	if code := s.stop(); code != 0 {
 		t.Fatalf("exit %d after SIGTERM", code)

@@ -135,7 +135,7 @@ func (m *secretsManager) FetchBatch(ctx context.Context, refs []sources.Ref) []s
 			}
 			for _, id := range chunk {
 				for _, i := range pos[id] {
-					results[i], done[i] = sources.Result{Err: err}, true
+					results[i], done[i] = sources.Result{Err: fmt.Errorf("aws-sm: get secret %q: %w", id, err)}, true
 				}
 			}
 			continue
