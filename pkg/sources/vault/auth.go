@@ -54,8 +54,6 @@ type auth struct {
 	// long as the file holds the same wrapping token.
 	wrapped   secret.Value
 	unwrapped secret.Value
-
-	onEvent func(string) // test hook: "login", "renew", "relogin"
 }
 
 // token is what the sidecar knows about its current token.
@@ -104,11 +102,7 @@ func newAuth(s *Source, cfg config.VaultAuth, creds aws.CredentialsProvider) (*a
 	return a, nil
 }
 
-func (a *auth) event(name string) {
-	if a.onEvent != nil {
-		a.onEvent(name)
-	}
-}
+func (a *auth) event(name string) { a.s.event(name) }
 
 // ensure returns the generation of a usable token, logging in first when
 // there is none. After a failed login it answers with that error until the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -204,4 +205,26 @@ func TestTokenFileWatched(t *testing.T) {
 		t.Error("the new token_file content is not in use")
 	}
 	f.fetch(t, s)
+}
+
+// TestConcurrentFetchesShareOneLogin starts many fetches before any login:
+// they wait for one login and share its token.
+func TestConcurrentFetchesShareOneLogin(t *testing.T) {
+	d := vaultDev(t)
+	f := newKVFixture(t, d)
+	auth := approle(t, d, f.policy, map[string]any{"token_ttl": "1h"})
+	s := newSource(t, d, config.Vault{Auth: auth}, Options{})
+	c := countRequests(s)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if _, err := s.Fetch(context.Background(), mustRef(t, f.ref)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := c.count("PUT /v1/auth/" + auth.Mount + "/login"); n != 1 {
+		t.Errorf("logins = %d, want 1", n)
+	}
 }

@@ -277,3 +277,58 @@ func TestPKIParamsOnlyForIssue(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestLeaseNearMaxTTL checks that a lease whose renewals are capped by its
+// max TTL is replaced by a new read before it expires.
+func TestLeaseNearMaxTTL(t *testing.T) {
+	d := vaultDev(t)
+	port := startRedis(t, "s3cr3t-canary-redis")
+	mount := unique("db")
+	d.enable(t, mount, "database", nil)
+	d.write(t, mount+"/config/redis", map[string]any{
+		"plugin_name": "redis-database-plugin", "host": "127.0.0.1", "port": port,
+		"username": "default", "password": "s3cr3t-canary-redis", "allowed_roles": "*",
+	})
+	d.write(t, mount+"/roles/app", map[string]any{
+		"db_name": "redis", "creation_statements": `["~*", "+@read", "+ping"]`,
+		"default_ttl": "4s", "max_ttl": "5s",
+	})
+	clk := &clock{}
+	s := newSource(t, d, config.Vault{}, Options{Now: clk.now})
+	c := countRequests(s)
+	ref := mustRef(t, "vault://"+mount+"/creds/app")
+	first, err := s.Fetch(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := events(s)
+	// Renew at each renewal point until Vault's max TTL caps the grant
+	// (whole seconds: 1s < 4s/3); Vault's clock is real, so this takes
+	// about four seconds.
+	obj := first
+	deadline := time.Now().Add(time.Minute)
+	for obj.Version == first.Version {
+		if time.Now().After(deadline) {
+			t.Fatal("the lease was never replaced")
+		}
+		time.Sleep(100 * time.Millisecond)
+		clk.jump(obj.RefreshAt)
+		if obj, err = s.Fetch(context.Background(), ref); err != nil {
+			t.Fatalf("fetch near max TTL: %v", err)
+		}
+	}
+	if n := c.count("PUT /v1/sys/leases/renew"); n == 0 {
+		t.Error("no renewal before the new read")
+	}
+	select {
+	case e := <-ev:
+		if e != "lease-capped" {
+			t.Errorf("event %q, want lease-capped", e)
+		}
+	default:
+		t.Error("replaced for another reason than a capped renewal")
+	}
+	if err := redisAuth(port, reveal(t, obj, "username"), reveal(t, obj, "password")); err != nil {
+		t.Errorf("the new credentials do not work: %v", err)
+	}
+}

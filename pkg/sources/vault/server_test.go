@@ -325,7 +325,7 @@ func reveal(t testing.TB, obj sources.Object, field string) string {
 // events records the auth hook's events for tests to wait on.
 func events(s *Source) <-chan string {
 	ch := make(chan string, 100)
-	s.auth.onEvent = func(e string) { ch <- e }
+	s.onEvent = func(e string) { ch <- e }
 	return ch
 }
 

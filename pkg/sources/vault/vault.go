@@ -61,6 +61,8 @@ type Source struct {
 	mu     sync.Mutex
 	mounts map[string]mount   // by mount path with trailing slash
 	leased map[string]*leased // by Ref.Object(): leases and PKI certificates
+	// onEvent is a test hook: "login", "renew", "relogin", "lease-capped".
+	onEvent func(string)
 	// objLocks serialise fetches of one leased or PKI object, so that two
 	// callers never mint two sets of credentials.
 	objLocks map[string]*sync.Mutex
@@ -322,6 +324,12 @@ func (s *Source) readLogical(ctx context.Context, ref sources.Ref) (sources.Obje
 	return l.obj, nil
 }
 
+func (s *Source) event(name string) {
+	if s.onEvent != nil {
+		s.onEvent(name)
+	}
+}
+
 // lockObject locks the object key and returns its unlock.
 func (s *Source) lockObject(key string) func() {
 	s.mu.Lock()
@@ -378,6 +386,7 @@ func (s *Source) keepLease(ctx context.Context, ref sources.Ref, l *leased) (sou
 		// Capped by the lease's max TTL: fetch new credentials while the
 		// old ones are still valid.
 		s.log.Info("lease near its max TTL; reading anew", "path", ref.Path)
+		s.event("lease-capped")
 		return sources.Object{}, false
 	}
 	now = s.now()
