@@ -4,6 +4,10 @@ package sources
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -152,16 +156,24 @@ func Reason(err error) string {
 // Reasons lists every value Reason returns, for pre-initialising metrics.
 var Reasons = []string{"not_found", "field_not_found", "permission_denied", "too_large", "throttled", "auth", "timeout", "unavailable", "other"}
 
-// ShortHash is the printable version used for content-addressed objects: the
-// first 12 hex digits of a SHA-256.
-func ShortHash(sum [32]byte) string {
-	const hex = "0123456789abcdef"
-	b := make([]byte, 12)
-	for i := range 6 {
-		b[2*i] = hex[sum[i]>>4]
-		b[2*i+1] = hex[sum[i]&0xf]
+// versionKey keys ShortHash, so a printed version cannot confirm a guessed
+// value offline: the plain SHA-256 of a short password is a lookup away.
+var versionKey = func() []byte {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		panic("sources: no randomness for the version key: " + err.Error())
 	}
-	return string(b)
+	return k
+}()
+
+// ShortHash is the printable version used for content-addressed objects:
+// the first 12 hex digits of an HMAC-SHA-256, under a key random to this
+// process, of the content's SHA-256. Equal content gives equal versions
+// within one process; nothing about the content can be learned from it.
+func ShortHash(sum [32]byte) string {
+	m := hmac.New(sha256.New, versionKey)
+	m.Write(sum[:])
+	return hex.EncodeToString(m.Sum(nil)[:6])
 }
 
 // Version formats a numeric version.
