@@ -88,6 +88,24 @@ func TestParseErrors(t *testing.T) {
 		{"merge key", "base: &b {dir: /a}\noutput: {<<: *b}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:1: base: ", "unknown key"},
 		{"bad newline", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", newline: trim}]\n", "2:48: secrets[0].newline: ", "want keep, strip or add"},
 		{"bad listen", minimal + "listen: localhost\n", "4:9: listen: ", "want HOST:PORT"},
+		{"refresh below 1s", minimal + "refresh: 1ns\n", "4:10: refresh: ", `want at least 1s, got "1ns": every refresh is a request to the source (AWS bills per call)`},
+		{"secret refresh below 1s", "output: {dir: /a}\nsecrets: [{name: A, ref: \"aws-sm://a\", refresh: 999ms}]\n", "2:49: secrets[0].refresh: ", "want at least 1s"},
+		{"recheck below 1s", "output: {dir: /a}\nsources: {file: {recheck: 100ms}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:27: sources.file.recheck: ", "want at least 1s"},
+		{"file name too long", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", file: " + strings.Repeat("f", 256) + "}]\n", "2:45: secrets[0].file: ", "(256 bytes) is longer than 255 bytes"},
+		{"default file name too long", "output: {dir: /a}\nsecrets: [{name: " + strings.Repeat("N", 256) + ", ref: \"file:///a\"}]\n", "2:18: secrets[0].name: ", "the default file name, the lower-cased name \"nnn"},
+		{"bundle name too long", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", bundle: " + strings.Repeat("b", 256) + "}]\n", "2:47: secrets[0].bundle: ", "is longer than 255 bytes"},
+		{"file name control", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", file: \"a\\tb\"}]\n", "2:45: secrets[0].file: ", `file name "a\tb" contains a control character`},
+		{"bundle name DEL", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", bundle: \"tls\\x7f\"}]\n", "2:47: secrets[0].bundle: ", "contains a control character"},
+		{"bundle of a directory", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///etc/tls/\", bundle: tls}]\n", "2:26: secrets[0].ref: ", `ref "file:///etc/tls/" names a directory`},
+		{"bundle of ssm recursive", "output: {dir: /a}\nsecrets: [{name: A, ref: \"aws-ssm:///app/?recursive=true\", bundle: tls}]\n", "2:26: secrets[0].ref: ", "?recursive=true"},
+		{"bundle of vault split", "output: {dir: /a}\nsecrets: [{name: A, ref: \"vault://kv/tls?split=true\", bundle: tls}]\n", "2:26: secrets[0].ref: ", "add #field, or drop ?split=true"},
+		{"bundle of pki without field", "output: {dir: /a}\nsecrets: [{name: A, ref: \"vault://pki/issue/web?common_name=a.example\", bundle: tls}]\n", "2:26: secrets[0].ref: ", "add #certificate"},
+		{"approle without secret_id_file", "output: {dir: /a}\nsources: {vault: {auth: {method: approle, role_id_file: /r}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:25: sources.vault.auth.secret_id_file: ", "required by auth method approle: the absolute path of the file holding the secret ID"},
+		{"wrapped without secret_id_file", "output: {dir: /a}\nsources: {vault: {auth: {method: approle, role_id_file: /r, wrapped_secret_id: true}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:25: sources.vault.auth.secret_id_file: ", "required by auth method approle"},
+		{"aws auth without role", "output: {dir: /a}\nsources: {vault: {auth: {method: aws}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:25: sources.vault.auth.role: ", "required by auth method aws"},
+		{"http url query redacted", minimal + "reload:\n  http: {url: \"ftp://h/r?token=x\"}\n", "5:15: reload.http.url: ", `got "ftp://h/r?token=REDACTED"`},
+		{"empty ref field", "output: {dir: /a}\nsecrets: [{name: A, ref: \"vault://x/y#\"}]\n", "2:26: secrets[0].ref: ", "empty #field"},
+		{"query after field", "output: {dir: /a}\nsecrets: [{name: A, ref: \"vault://kv/a#key?version=3\"}]\n", "2:26: secrets[0].ref: ", "put ?query before #field"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,6 +177,16 @@ func TestErrorsNeverEchoCredentials(t *testing.T) {
 		{minimal + "reload:\n  http: {url: \"http://h/\", headers: {X-Token: [canary-tok]}}\n", "canary-tok"},
 		{"output: {dir: /a}\nsources: {vault: {token: canary-vault}}\nsecrets: [{name: A, ref: \"vault://a/b\"}]\n", "canary-vault"},
 		{"output: {dir: /a}\nsources: {vault: {auth: {secret_id: canary-sid}}}\nsecrets: [{name: A, ref: \"vault://a/b\"}]\n", "canary-sid"},
+		// A token in the query string or fragment, in a URL refused for
+		// another reason.
+		{minimal + "reload:\n  http: {url: \"ftp://h/r?token=SUPERSECRET\"}\n", "SUPERSECRET"},
+		{minimal + "reload:\n  http: {url: \"http:///r?a=1&token=SUPERSECRET\"}\n", "SUPERSECRET"},
+		{minimal + "reload:\n  http: {url: \"http://h/%zz?SUPERSECRET\"}\n", "SUPERSECRET"},
+		{minimal + "reload:\n  http: {url: \"ftp://h/#SUPERSECRET\"}\n", "SUPERSECRET"},
+		{minimal + "reload:\n  http: {url: \"https://u:SUPERSECRET@h/?token=SUPERSECRET\"}\n", "SUPERSECRET"},
+		{minimal + "reload:\n  http: {url: \"https://u:SUPER/SECRET@h/\"}\n", "SUPER"},
+		{minimal + "reload:\n  http: {url: \"SUPERSECRET@h/r\"}\n", "SUPERSECRET"},
+		{"output: {dir: /a}\nsources: {vault: {address: \"vault.example?token=SUPERSECRET\"}}\nsecrets: [{name: A, ref: \"vault://a/b#c\"}]\n", "SUPERSECRET"},
 	}
 	for _, tt := range tests {
 		_, err := Parse("x.yaml", []byte(tt.yaml))
@@ -169,6 +197,53 @@ func TestErrorsNeverEchoCredentials(t *testing.T) {
 		if strings.Contains(err.Error(), tt.canary) {
 			t.Errorf("error echoes %q:\n%v", tt.canary, err)
 		}
+	}
+}
+
+// The redacted form keeps what helps to fix the URL: scheme, host, path
+// and query keys.
+func TestRedactURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"http://127.0.0.1:8000/-/reload", "http://127.0.0.1:8000/-/reload"},
+		{"ftp://h/r?token=SUPERSECRET", "ftp://h/r?token=REDACTED"},
+		{"http://h/?a=1&b=&c", "http://h/?a=REDACTED&b=REDACTED&REDACTED"},
+		{"https://user:pw@h:1/x", "https://h:1/x"},
+		{"https://user:p/w@h/x?k=v#frag", "https://h/x?k=REDACTED#REDACTED"},
+		{"user:pw@h/x", "h/x"},
+		{"h/x?k=v@w", "h/x?k=REDACTED"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := redactURL(tt.in); got != tt.want {
+			t.Errorf("redactURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// The limits hold, and no further: a name of exactly 255 bytes, a refresh of
+// exactly 1s, millisecond reload timings and a bundle member naming one
+// field of an expanding ref all load.
+func TestParseLimits(t *testing.T) {
+	long := strings.Repeat("x", 255)
+	src := "output: {dir: /a}\nrefresh: 1s\nsources: {file: {recheck: 1s}}\nsecrets:\n" +
+		"  - {name: A, ref: \"file:///a\", bundle: " + long + ", file: " + long + ", refresh: 1s}\n" +
+		"  - {name: " + strings.Repeat("B", 255) + ", ref: \"file:///b\"}\n" +
+		"  - {name: C, ref: \"vault://kv/tls?split=true#crt\", bundle: tls}\n" +
+		"  - {name: D, ref: \"vault://pki/issue/web?common_name=a.example#private_key\", bundle: tls}\n" +
+		"  - {name: E, ref: \"vault://kv/tls?split=true\"}\n" +
+		"  - {name: F, ref: \"aws-ssm:///app/?recursive=true\"}\n" +
+		"  - {name: G, ref: \"file:///etc/tls/\"}\n" +
+		"  - {name: H, ref: \"vault://kv/tls\", bundle: tls}\n" +
+		"reload:\n  http: {url: \"http://127.0.0.1:1/r?token=t\", timeout: 250ms}\n  coalesce: 10ms\n  max_wait: 50ms\n"
+	c, err := Parse("l.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Refresh != time.Second || c.Sources.File.Recheck != time.Second || c.Secrets[0].Refresh != time.Second {
+		t.Errorf("refresh %v, recheck %v, secret refresh %v", c.Refresh, c.Sources.File.Recheck, c.Secrets[0].Refresh)
+	}
+	if c.Reload.Coalesce != 10*time.Millisecond || c.Reload.MaxWait != 50*time.Millisecond || c.Reload.HTTP.Timeout != 250*time.Millisecond {
+		t.Errorf("reload = %+v, http = %+v", c.Reload, c.Reload.HTTP)
 	}
 }
 

@@ -418,6 +418,19 @@ func (m *mapping) duration(key string, dst *time.Duration) *yaml.Node {
 	return v
 }
 
+// durationAtLeast reads a duration of at least floor; why says what a
+// shorter one would cost. On error *dst keeps its default.
+func (m *mapping) durationAtLeast(key string, dst *time.Duration, floor time.Duration, why string) *yaml.Node {
+	def := *dst
+	v := m.duration(key, dst)
+	if v != nil && *dst < floor {
+		m.d.errorf(v, m.field(key), "want at least %s, got %q: %s", floor, v.Value, why)
+		*dst = def
+		return nil
+	}
+	return v
+}
+
 // mode reads a permission mode written as an octal string ("0440").
 func (m *mapping) mode(key string, dst *fs.FileMode) *yaml.Node {
 	v := m.scalar(key, kMode, "an octal string")

@@ -25,7 +25,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Parse succeeded with %+v", c)
 			}
 			for _, s := range c.Secrets {
-				if s.File == "" || badTargetName(s.File) != "" || s.Mode > 0o777 {
+				if s.File == "" || badTargetName(s.File) != "" || s.Bundle != "" && badTargetName(s.Bundle) != "" || s.Mode > 0o777 || s.Refresh < minRefresh {
 					t.Fatalf("accepted secret %+v", s)
 				}
 			}

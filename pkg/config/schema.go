@@ -14,15 +14,21 @@ import (
 // types come from the decoder (see acceptedKeys); a test checks that this
 // table and the decoder agree.
 type field struct {
-	desc     string
-	def      any      // default, or nil
-	enum     []string // allowed values of a string
-	pattern  string   // extra pattern for a string
-	min, max *int     // bounds of an integer
-	required bool     // required inside its parent
+	desc      string
+	def       any      // default, or nil
+	enum      []string // allowed values of a string
+	pattern   string   // extra pattern for a string
+	min, max  *int     // bounds of an integer
+	maxLength int      // longest string, in characters; 0: no limit
+	required  bool     // required inside its parent
 }
 
 func ptr(i int) *int { return &i }
+
+// targetPattern approximates badTargetName: no leading dot, no slash or
+// backslash, no control character. maxLength counts characters, not bytes,
+// so the decoder's byte limit stays stricter.
+const targetPattern = `^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*$`
 
 var fields = map[string]field{
 	"output":            {desc: "Where the secrets are written.", required: true},
@@ -32,14 +38,14 @@ var fields = map[string]field{
 	"output.uid":        {desc: "Default owner of the targets; absent: leave as the sidecar's.", min: ptr(0), max: ptr(maxID)},
 	"output.gid":        {desc: "Default group of the targets; absent: leave as the sidecar's.", min: ptr(0), max: ptr(maxID)},
 	"listen":            {desc: "Address of /metrics, /healthz, /readyz and /v1/status.", def: DefaultListen},
-	"refresh":           {desc: "Default refresh interval of static values.", def: "1m"},
+	"refresh":           {desc: "Default refresh interval of static values; at least 1s.", def: "1m"},
 	"max_stale":         {desc: "Default time after the last successful sync after which a secret is stale; absent: 3 × its refresh."},
-	"max_file_size":     {desc: "Largest value accepted from a source, in bytes or with a unit (\"1MiB\").", def: "1MiB"},
+	"max_file_size":     {desc: "Largest file the file source reads, in bytes or with a unit (\"1MiB\").", def: "1MiB"},
 	"concurrency":       {desc: "Fetches in flight at once.", def: DefaultConcurrency, min: ptr(1), max: ptr(1024)},
 
 	"sources":                                 {desc: "Per-source settings."},
 	"sources.file":                            {desc: "The mounted-file source (file:// refs)."},
-	"sources.file.recheck":                    {desc: "Periodic hash re-check that catches missed file events.", def: "1m"},
+	"sources.file.recheck":                    {desc: "Periodic hash re-check that catches missed file events; at least 1s.", def: "1m"},
 	"sources.vault":                           {desc: "The Vault source (vault:// refs). Empty fields fall back to VAULT_ADDR, VAULT_CACERT and VAULT_NAMESPACE."},
 	"sources.vault.address":                   {desc: "Vault URL; absent: VAULT_ADDR.", pattern: "^https?://"},
 	"sources.vault.ca_cert":                   {desc: "CA certificate (PEM) to verify Vault; absent: VAULT_CACERT, then the system roots."},
@@ -54,9 +60,9 @@ var fields = map[string]field{
 	"sources.vault.auth.mount":                {desc: "Mount path of the auth method; default the method's name (not for token)."},
 	"sources.vault.auth.token_file":           {desc: "token: file holding the token; absent: VAULT_TOKEN."},
 	"sources.vault.auth.role_id_file":         {desc: "approle: file holding the role ID (required)."},
-	"sources.vault.auth.secret_id_file":       {desc: "approle: file holding the secret ID (or a wrapping token)."},
+	"sources.vault.auth.secret_id_file":       {desc: "approle: file holding the secret ID, or its wrapping token (required)."},
 	"sources.vault.auth.wrapped_secret_id":    {desc: "approle: secret_id_file holds a response-wrapping token.", def: false},
-	"sources.vault.auth.role":                 {desc: "kubernetes, jwt (required) and aws: the Vault role to log in as."},
+	"sources.vault.auth.role":                 {desc: "kubernetes, jwt and aws (required): the Vault role to log in as."},
 	"sources.vault.auth.jwt_file":             {desc: "kubernetes: the service-account token (default " + DefaultJWTFile + "); jwt: the JWT file (required)."},
 	"sources.vault.auth.server_id_header":     {desc: "aws: value of the X-Vault-AWS-IAM-Server-ID header."},
 	"sources.aws":                             {desc: "The AWS source (aws-sm:// and aws-ssm:// refs); optional, every field has a default."},
@@ -73,10 +79,10 @@ var fields = map[string]field{
 	"secrets":             {desc: "The secrets to deliver.", required: true},
 	"secrets[].name":      {desc: "The app's variable without _FILE; the app reads NAME_FILE.", pattern: nameRE.String(), required: true},
 	"secrets[].ref":       {desc: "Where the value comes from: file:///abs/path, vault://MOUNT/PATH#FIELD, aws-sm://NAME#KEY, aws-ssm:///PARAM.", pattern: "^(file|vault|aws-sm|aws-ssm)://", required: true},
-	"secrets[].file":      {desc: "Target file name in output.dir (or in the bundle); default the lower-cased name.", pattern: `^[^./][^/]*$`},
-	"secrets[].bundle":    {desc: "Bundle directory: the members of a bundle are published together.", pattern: `^[^./][^/]*$`},
+	"secrets[].file":      {desc: "Target file name in output.dir (or in the bundle), at most 255 bytes; default the lower-cased name.", pattern: targetPattern, maxLength: maxName},
+	"secrets[].bundle":    {desc: "Bundle directory, at most 255 bytes: the members of a bundle are published together.", pattern: targetPattern, maxLength: maxName},
 	"secrets[].required":  {desc: "Readiness and `once` wait for this secret.", def: true},
-	"secrets[].refresh":   {desc: "Refresh interval; default the top-level refresh."},
+	"secrets[].refresh":   {desc: "Refresh interval, at least 1s; default the top-level refresh."},
 	"secrets[].max_stale": {desc: "Staleness threshold; default the top-level max_stale, else 3 × refresh."},
 	"secrets[].mode":      {desc: "File mode; default output.mode."},
 	"secrets[].uid":       {desc: "Owner; default output.uid.", min: ptr(0), max: ptr(maxID)},
@@ -121,6 +127,24 @@ var constraints = map[string]map[string]any{
 		map[string]any{"required": []string{"pid_file"}},
 		map[string]any{"required": []string{"process"}},
 	}},
+	"sources.vault.auth": {"allOf": authRequired()},
+}
+
+// authRequired is, per auth method with required fields, "if method is M
+// then these are required", from authMethods.
+func authRequired() []any {
+	var all []any
+	for _, m := range authMethodNames {
+		req := authMethods[m].required
+		if len(req) == 0 {
+			continue
+		}
+		all = append(all, map[string]any{
+			"if":   map[string]any{"properties": map[string]any{"method": map[string]any{"const": m}}, "required": []string{"method"}},
+			"then": map[string]any{"required": req},
+		})
+	}
+	return all
 }
 
 // acceptedKeys returns every key the decoder reads, by normalized path, and
@@ -202,6 +226,9 @@ func property(p string, k kind, f field, keys map[string]kind) (map[string]any, 
 		}
 		if f.enum != nil {
 			s["enum"] = f.enum
+		}
+		if f.maxLength > 0 {
+			s["maxLength"] = f.maxLength
 		}
 	case kBool:
 		s["type"] = "boolean"

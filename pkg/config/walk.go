@@ -31,6 +31,16 @@ const (
 
 const maxID = math.MaxInt32
 
+// minRefresh is the shortest refresh and sources.file.recheck interval.
+// Reload timings and timeouts have no such floor: milliseconds are
+// legitimate there.
+const minRefresh = time.Second
+
+const (
+	whyMinRefresh = "every refresh is a request to the source (AWS bills per call)"
+	whyMinRecheck = "every recheck reads and hashes every file ref"
+)
+
 func (d *decoder) config(root *yaml.Node) *Config {
 	c := &Config{
 		Output:      Output{Mode: DefaultMode, UID: -1, GID: -1},
@@ -47,7 +57,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	if v := m.str("listen", &c.Listen); v != nil {
 		d.listen(v, c.Listen)
 	}
-	m.duration("refresh", &c.Refresh)
+	m.durationAtLeast("refresh", &c.Refresh, minRefresh, whyMinRefresh)
 	m.duration("max_stale", &c.MaxStale)
 	m.size("max_file_size", &c.MaxFileSize)
 	m.integer("concurrency", &c.Concurrency, 1, 1024)
@@ -196,7 +206,8 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 	}
 
 	var ref string
-	switch refN := m.str("ref", &ref); {
+	refN := m.str("ref", &ref)
+	switch {
 	case refN == nil:
 		if !m.present("ref") {
 			d.errorf(at, path+".ref", "required: where the value comes from, such as vault://secret/app#password, aws-sm://NAME#KEY, aws-ssm:///PARAM or file:///abs/path")
@@ -205,6 +216,7 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 		r, err := sources.ParseRef(ref)
 		if err != nil {
 			d.errorf(refN, path+".ref", "%v", err)
+			refN = nil
 		}
 		s.Ref = r
 	}
@@ -212,7 +224,7 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 	fileN := m.str("file", &s.File)
 	bundleN = m.str("bundle", &s.Bundle)
 	m.boolean("required", &s.Required)
-	m.duration("refresh", &s.Refresh)
+	m.durationAtLeast("refresh", &s.Refresh, minRefresh, whyMinRefresh)
 	staleN := m.duration("max_stale", &s.MaxStale)
 	m.mode("mode", &s.Mode)
 	m.integer("uid", &s.UID, 0, maxID)
@@ -231,21 +243,68 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 	}
 
 	targetN = fileN
-	if fileN == nil {
+	switch {
+	case fileN == nil:
 		targetN = nameN
 		s.File = strings.ToLower(s.Name)
-	} else if msg := badTargetName(s.File); msg != "" {
-		d.errorf(fileN, path+".file", "%s", fmt.Sprintf("file name %q %s", s.File, msg))
-		targetN = nil
+		if msg := badTargetName(s.File); nameN != nil && msg != "" {
+			d.errorf(nameN, path+".name", "%s", fmt.Sprintf("the default file name, the lower-cased name %s, %s; set file: to a shorter name", quoteName(s.File), msg))
+			targetN = nil
+		}
+	default:
+		if msg := badTargetName(s.File); msg != "" {
+			d.errorf(fileN, path+".file", "%s", fmt.Sprintf("file name %s %s", quoteName(s.File), msg))
+			targetN = nil
+		}
 	}
 	if bundleN != nil {
 		if msg := badTargetName(s.Bundle); msg != "" {
-			d.errorf(bundleN, path+".bundle", "%s", fmt.Sprintf("bundle name %q %s", s.Bundle, msg))
+			d.errorf(bundleN, path+".bundle", "%s", fmt.Sprintf("bundle name %s %s", quoteName(s.Bundle), msg))
 			targetN, bundleN = nil, nil
+		}
+	}
+	if bundleN != nil && refN != nil {
+		if what, fix := expands(s.Ref); what != "" {
+			d.errorf(refN, path+".ref", "%s", fmt.Sprintf("a member of bundle %q is one file, but ref %q %s; %s", s.Bundle, s.Ref.String(), what, fix))
 		}
 	}
 	return s, nameN, targetN, bundleN
 }
+
+// expands says what makes a ref sure to expand into several files (one
+// per field) and how to name one value instead, or returns "", "". A file
+// ref without a trailing slash may still name a directory: only the run
+// time can tell.
+func expands(r sources.Ref) (what, fix string) {
+	switch {
+	case r.Kind == sources.File && strings.HasSuffix(r.Path, "/"):
+		return "names a directory (one file per entry)", "name one file in it, without the trailing /"
+	case r.Kind == sources.AWSSSM && r.Param("recursive") == "true":
+		return "reads every parameter under a path (?recursive=true, one file each)", "name one parameter"
+	case r.Kind == sources.Vault && r.Field == "" && r.Param("split") == "true":
+		return "writes one file per field (?split=true without #field)", "add #field, or drop ?split=true to get the whole secret as one JSON file"
+	case r.Kind == sources.Vault && r.Field == "" && slices.ContainsFunc(pkiParams, r.Query.Has):
+		return "issues a certificate whose fields are written one file each", "add #certificate, #private_key, #ca_chain or #issuing_ca"
+	}
+	return "", ""
+}
+
+// pkiParams are the ref parameters of a Vault PKI issue path, whose object
+// has fields only.
+var pkiParams = []string{"common_name", "alt_names", "ip_sans", "uri_sans", "ttl"}
+
+// quoteName quotes a file or bundle name for a message, cut short when
+// long.
+func quoteName(name string) string {
+	const limit = 40
+	if len(name) <= limit {
+		return strconv.Quote(name)
+	}
+	return strconv.Quote(name[:limit]) + fmt.Sprintf("… (%d bytes)", len(name))
+}
+
+// maxName is the longest file or directory name, in bytes.
+const maxName = 255
 
 // badTargetName says why name cannot be a file or directory name directly
 // inside the output directory, or returns "".
@@ -255,14 +314,16 @@ func badTargetName(name string) string {
 		return "is empty; want a plain file name such as db_password"
 	case strings.ContainsRune(name, 0):
 		return "contains a NUL byte; want a plain file name"
+	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return "contains a control character (below 0x20, or 0x7f), which would break env --format k8s and compose output; want a plain file name"
 	case strings.Contains(name, "/") || strings.Contains(name, `\`):
 		return "contains a slash; want a plain file name, without directories (use bundle: for a directory)"
 	case strings.Contains(name, ".."):
 		return `contains ".."; want a plain file name`
 	case strings.HasPrefix(name, "."):
 		return `starts with "."; names starting with a dot are reserved for the sidecar's own files`
-	case len(name) > 255:
-		return "is longer than 255 bytes"
+	case len(name) > maxName:
+		return fmt.Sprintf("is longer than %d bytes, the longest file name Linux file systems accept", maxName)
 	}
 	return ""
 }
@@ -270,7 +331,7 @@ func badTargetName(name string) string {
 func (d *decoder) sources(m *mapping, s *Sources) {
 	s.File.Recheck = time.Minute
 	fm, _ := m.sub("file")
-	fm.duration("recheck", &s.File.Recheck)
+	fm.durationAtLeast("recheck", &s.File.Recheck, minRefresh, whyMinRecheck)
 	fm.done()
 	if vm, walk := m.sub("vault"); walk {
 		s.Vault = d.vault(&vm)
@@ -306,16 +367,25 @@ func (d *decoder) vault(m *mapping) *Vault {
 }
 
 // authMethods lists, per Vault auth method, the fields it needs and the
-// ones it also accepts.
+// ones it also accepts. The required ones are those the Vault source
+// refuses to start without (pkg/sources/vault/auth.go, newAuth).
 var authMethods = map[string]struct{ required, optional []string }{
 	"token":      {optional: []string{"token_file"}},
-	"approle":    {required: []string{"role_id_file"}, optional: []string{"mount", "secret_id_file", "wrapped_secret_id"}},
+	"approle":    {required: []string{"role_id_file", "secret_id_file"}, optional: []string{"mount", "wrapped_secret_id"}},
 	"kubernetes": {required: []string{"role"}, optional: []string{"mount", "jwt_file"}},
 	"jwt":        {required: []string{"role", "jwt_file"}, optional: []string{"mount"}},
-	"aws":        {optional: []string{"mount", "role", "server_id_header"}},
+	"aws":        {required: []string{"role"}, optional: []string{"mount", "server_id_header"}},
 }
 
 var authMethodNames = []string{"token", "approle", "kubernetes", "jwt", "aws"}
+
+// authFieldHints says what a required auth field holds.
+var authFieldHints = map[string]string{
+	"role_id_file":   "the absolute path of the file holding the role ID",
+	"secret_id_file": "the absolute path of the file holding the secret ID (or, with wrapped_secret_id: true, its wrapping token)",
+	"role":           "the Vault role to log in as",
+	"jwt_file":       "the absolute path of the file holding the JWT",
+}
 
 func (d *decoder) vaultAuth(m *mapping, a *VaultAuth) {
 	a.Method = "token"
@@ -342,7 +412,7 @@ func (d *decoder) vaultAuth(m *mapping, a *VaultAuth) {
 	}
 	for _, f := range spec.required {
 		if given[f] == nil && !m.present(f) {
-			d.errorf(at, m.field(f), "required by auth method %s", a.Method)
+			d.errorf(at, m.field(f), "required by auth method %s: %s", a.Method, authFieldHints[f])
 		}
 	}
 	takes := append(slices.Clone(spec.required), spec.optional...)
@@ -351,9 +421,6 @@ func (d *decoder) vaultAuth(m *mapping, a *VaultAuth) {
 		if n := given[f]; n != nil && !slices.Contains(takes, f) {
 			d.errorf(n, m.field(f), "not used by auth method %s, which takes %s", a.Method, strings.Join(takes, ", "))
 		}
-	}
-	if a.WrappedSecretID && a.SecretIDFile == "" && given["wrapped_secret_id"] != nil {
-		d.errorf(given["wrapped_secret_id"], m.field("wrapped_secret_id"), "needs secret_id_file (the file holding the wrapping token)")
 	}
 	if n := given["mount"]; n != nil && (a.Mount == "" || strings.Trim(a.Mount, "/") != a.Mount || strings.Contains(a.Mount, "//")) {
 		d.errorf(n, m.field("mount"), "want a mount path such as %q, without leading or trailing slashes, got %q", a.Method, a.Mount)
@@ -376,20 +443,55 @@ func mapsKeys(m map[string]*yaml.Node) func(func(string) bool) {
 	}
 }
 
-// checkURL checks an http or https URL. It never quotes the URL when it may
-// carry credentials.
+// checkURL checks an http or https URL. Messages quote only its redacted
+// form: a URL may carry credentials in its userinfo or query.
 func (d *decoder) checkURL(n *yaml.Node, field, raw, example string) {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		if strings.Contains(raw, "@") {
-			d.errorf(n, field, "want an http:// or https:// URL such as %s", example)
-		} else {
-			d.errorf(n, field, "want an http:// or https:// URL such as %s, got %q", example, raw)
-		}
+		d.errorf(n, field, "want an http:// or https:// URL such as %s, got %q", example, redactURL(raw))
 	case u.User != nil:
-		d.errorf(n, field, "credentials in the URL are not accepted")
+		d.errorf(n, field, "credentials in the URL are not accepted, got %q; send them in a header", redactURL(raw))
 	}
+}
+
+// redactURL returns raw without what may be a credential: the userinfo is
+// removed, every query value and the fragment become REDACTED. It works on
+// the text, so it also redacts what url.Parse refuses.
+func redactURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		scheme, rest = "", raw
+	}
+	rest, _, hasFrag := strings.Cut(rest, "#")
+	rest, query, hasQuery := strings.Cut(rest, "?")
+	// Userinfo ends at the last @ before the query; a password may hold a /
+	// so the authority's end cannot be trusted.
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = rest[i+1:]
+	}
+	var b strings.Builder
+	if ok {
+		b.WriteString(scheme + "://")
+	}
+	b.WriteString(rest)
+	if hasQuery {
+		b.WriteByte('?')
+		for i, kv := range strings.Split(query, "&") {
+			if i > 0 {
+				b.WriteByte('&')
+			}
+			if k, _, ok := strings.Cut(kv, "="); ok {
+				b.WriteString(k + "=REDACTED")
+			} else if kv != "" {
+				b.WriteString("REDACTED")
+			}
+		}
+	}
+	if hasFrag {
+		b.WriteString("#REDACTED")
+	}
+	return b.String()
 }
 
 var (
