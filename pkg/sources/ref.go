@@ -131,7 +131,14 @@ func ParseRef(s string) (Ref, error) {
 		return fail("unknown scheme %q; want one of %s", scheme, strings.Join(Kinds, ", "))
 	}
 	r := Ref{Kind: scheme}
-	rest, r.Field, _ = strings.Cut(rest, "#")
+	rest, field, hasField := strings.Cut(rest, "#")
+	switch {
+	case hasField && field == "":
+		return fail("empty #field: give a field name or drop the #")
+	case strings.Contains(field, "?"):
+		return fail("the field %q holds a ?: put ?query before #field", field)
+	}
+	r.Field = field
 	rest, rawQuery, hasQuery := strings.Cut(rest, "?")
 	r.Path = rest
 	if hasQuery {

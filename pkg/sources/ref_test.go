@@ -47,6 +47,14 @@ func TestParseRef(t *testing.T) {
 		{in: "aws-ssm:///a?version=1&label=x", wantErr: "not both"},
 		{in: "aws-ssm:///a?recursive=maybe", wantErr: "true"},
 		{in: "vault://secret/x\x00", wantErr: "NUL"},
+		{in: "vault://x/y#", wantErr: "empty #field: give a field name or drop the #"},
+		{in: "vault://x/y?version=2#", wantErr: "empty #field"},
+		{in: "aws-sm://prod/db#", wantErr: "empty #field"},
+		{in: "file:///a#", wantErr: "empty #field"},
+		{in: "vault://kv/a#key?version=3", wantErr: "put ?query before #field"},
+		{in: "aws-sm://prod/db#password?stage=AWSPREVIOUS", wantErr: "put ?query before #field"},
+		{in: "vault://kv/a?version=3#key?", wantErr: "put ?query before #field"},
+		{in: "vault://kv/a?version=3#key", kind: Vault, path: "kv/a", field: "key", object: "vault://kv/a?version=3"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			r, err := ParseRef(tc.in)
@@ -86,6 +94,7 @@ func FuzzParseRef(f *testing.F) {
 		"file:///a/b", "file:///dir/", "vault://secret/a#b", "vault://a/b?version=2#c",
 		"aws-sm://n#k", "aws-sm://arn:aws:secretsmanager:r:1:secret:n?stage=AWSPREVIOUS",
 		"aws-ssm:///p/?recursive=true", "aws-ssm:///p?label=x", "x://", "#?", "file://?#",
+		"vault://x/y#", "vault://kv/a#key?version=3", "aws-sm://n#k#l",
 	} {
 		f.Add(s)
 	}
