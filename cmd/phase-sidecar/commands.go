@@ -145,7 +145,7 @@ func supervise(cfg *config.Config, log *slog.Logger, app []string) error {
 	sup, err := reload.NewSupervisor(app, reload.SupervisorOptions{
 		Logger: log.With("component", "supervise"), Signal: sv.Signal, Restart: sv.Restart,
 		StopSignal: sv.StopSignal, StopTimeout: sv.StopTimeout,
-		Env: os.Environ(), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		Env: reload.ChildEnv(os.Environ()), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 	})
 	if err != nil {
 		return usageError{err}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,7 +70,7 @@ func (e *Exec) Notify(ctx context.Context, b Batch) error {
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.argv[0], e.argv[1:]...)
-	cmd.Env = append(os.Environ(), ChangedEnv+"="+strings.Join(b.Secrets, ","))
+	cmd.Env = append(ChildEnv(os.Environ()), ChangedEnv+"="+strings.Join(b.Secrets, ","))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// A grandchild that outlives the group kill must not hold Wait forever.
@@ -84,7 +85,8 @@ func (e *Exec) Notify(ctx context.Context, b Batch) error {
 	if cmd.Process != nil {
 		pid = cmd.Process.Pid
 	}
-	level := slog.LevelInfo
+	// The output is the app's business; it is kept for failures and debug.
+	level := slog.LevelDebug
 	if err != nil {
 		level = slog.LevelWarn
 	}
@@ -103,6 +105,22 @@ func (e *Exec) Notify(ctx context.Context, b Batch) error {
 		}
 		return fmt.Errorf("exec: %q: %w", e.argv[0], err)
 	}
+}
+
+// credentialEnv are the sidecar's own credentials, which the app and reload
+// commands do not get.
+var credentialEnv = []string{"VAULT_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}
+
+// ChildEnv returns env without the sidecar's credentials.
+func ChildEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(credentialEnv, name) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // describeExit says "exited with status N" or "killed by signal S".

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -177,19 +178,28 @@ func (s *Signal) targets() ([]int, error) {
 }
 
 func readPIDFile(path string) (int, error) {
-	b, err := os.ReadFile(path)
+	// A pid file is tiny; never read (or quote) more, in case the path
+	// names a secret by mistake.
+	b, err := readHead(path, 64)
 	if err != nil {
 		return 0, fmt.Errorf("signal: read pid file %q: %w (is the app running, and is the file on a volume the sidecar mounts?)", path, err)
 	}
 	text := strings.TrimSpace(string(b))
 	pid, err := strconv.Atoi(text)
 	if err != nil || pid <= 0 {
-		if len(text) > 32 {
-			text = text[:32] + "…"
-		}
-		return 0, fmt.Errorf("signal: pid file %q holds %q, not a pid", path, text)
+		return 0, fmt.Errorf("signal: pid file %q does not hold a pid (%d bytes of something else): point pid_file at the app's pid file", path, len(b))
 	}
 	return pid, nil
+}
+
+// readHead reads at most n bytes of path.
+func readHead(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, n))
 }
 
 // proc is what the matcher needs from /proc/PID.

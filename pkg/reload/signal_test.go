@@ -138,7 +138,7 @@ func TestSignalErrors(t *testing.T) {
 		wants []string
 	}{
 		{"missing pid file", config.Signal{PIDFile: filepath.Join(dir, "nope.pid")}, "", []string{"read pid file", "no such file", "is the app running"}},
-		{"garbage pid file", config.Signal{PIDFile: garbage}, "", []string{"not a pid"}},
+		{"garbage pid file", config.Signal{PIDFile: garbage}, "", []string{"does not hold a pid"}},
 		{"stale pid file", config.Signal{PIDFile: stale}, "", []string{"no such process", "stale", "shareProcessNamespace"}},
 		{"no process matched", config.Signal{Process: "gunicorn"}, lonely, []string{`no process matches "gunicorn"`, "only 1 processes are visible", "shareProcessNamespace: true", `pid: "service:APP"`}},
 	}

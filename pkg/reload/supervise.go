@@ -28,7 +28,8 @@ type SupervisorOptions struct {
 	// SIGTERM); after StopTimeout (default 10s) it is killed.
 	StopSignal  string
 	StopTimeout time.Duration
-	// Env is the child's environment (default os.Environ()); Stdin, Stdout
+	// Env is the child's environment (default os.Environ() without the
+	// sidecar's credentials, see ChildEnv); Stdin, Stdout
 	// and Stderr default to the sidecar's own.
 	Env            []string
 	Stdin          io.Reader
@@ -99,7 +100,7 @@ func NewSupervisor(argv []string, o SupervisorOptions) (*Supervisor, error) {
 		s.stopTimeout = DefaultStopTimeout
 	}
 	if s.env == nil {
-		s.env = os.Environ()
+		s.env = ChildEnv(os.Environ())
 	}
 	if s.stdin == nil {
 		s.stdin = os.Stdin
