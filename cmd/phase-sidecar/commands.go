@@ -71,7 +71,7 @@ func setup(ctx context.Context, cfg *config.Config, log *slog.Logger, notifier r
 	metrics.Standard(p.reg)
 	p.metrics = metrics.New(p.reg, v, r)
 	log.Info("starting", "version", v, "path", cfg.Path)
-	p.sink, err = sink.Open(sink.Options{Dir: cfg.Output.Dir, AllowDisk: cfg.Output.AllowDisk, Logger: log.With("component", "sink")})
+	p.sink, err = sink.Open(sink.Options{Dir: cfg.Output.Dir, AllowDisk: cfg.Output.AllowDisk, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +86,7 @@ func setup(ctx context.Context, cfg *config.Config, log *slog.Logger, notifier r
 			exclude = append(exclude, s.Name)
 		}
 	}
-	p.reload, err = reload.New(cfg.Reload, reload.Options{Logger: log.With("component", "reload"), Metrics: p.metrics, Notifier: notifier, Exclude: exclude})
+	p.reload, err = reload.New(cfg.Reload, reload.Options{Logger: log, Metrics: p.metrics, Notifier: notifier, Exclude: exclude})
 	if err != nil {
 		p.sink.Close()
 		return nil, usageError{err}
@@ -143,7 +143,7 @@ func supervise(cfg *config.Config, log *slog.Logger, app []string) error {
 	}
 	sv := cfg.Reload.Supervise
 	sup, err := reload.NewSupervisor(app, reload.SupervisorOptions{
-		Logger: log.With("component", "supervise"), Signal: sv.Signal, Restart: sv.Restart,
+		Logger: log, Signal: sv.Signal, Restart: sv.Restart,
 		StopSignal: sv.StopSignal, StopTimeout: sv.StopTimeout,
 		Env: reload.ChildEnv(os.Environ()), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 	})
@@ -335,15 +335,26 @@ func cmdEnv(args []string, stdout, stderr io.Writer) error {
 }
 
 // expands reports whether a ref names many values (a directory, a recursive
-// parameter path) whose names are only known after a fetch.
+// parameter path, a split Vault object, a PKI certificate) whose file names
+// are only known after a fetch. It may stat a file ref's path, nothing more.
 func expands(r sources.Ref) bool {
+	if r.Field != "" {
+		return false
+	}
 	switch r.Kind {
 	case sources.File:
-		return strings.HasSuffix(r.Path, "/")
+		if strings.HasSuffix(r.Path, "/") {
+			return true
+		}
+		fi, err := os.Stat(r.Path)
+		return err == nil && fi.IsDir()
 	case sources.AWSSSM:
 		return r.Param("recursive") == "true"
+	case sources.Vault:
+		// The mount type is known only at run time; MOUNT/issue/ROLE is PKI.
+		return r.Param("split") == "true" || strings.Contains("/"+r.SubPath(), "/issue/")
 	}
-	return r.Param("split") == "true"
+	return false
 }
 
 func shellQuote(s string) string {

@@ -260,6 +260,9 @@ func TestOnceValidateEnv(t *testing.T) {
     ref: file://%[1]s/a
     bundle: tls
     file: tls.crt
+  - name: DIR
+    ref: file://%[1]s
+    required: false
 `, src))
 	if code, o := runCmd(t, "validate", "--config", good); code != 0 {
 		t.Fatalf("validate = %d: %s", code, o)
@@ -279,7 +282,8 @@ func TestOnceValidateEnv(t *testing.T) {
 		"compose": "  ALPHA_FILE: \"" + filepath.Join(out, "alpha") + "\"\n",
 	} {
 		code, o := runCmd(t, "env", "--config", good, "--format", format)
-		if code != 0 || !strings.Contains(o, want) || !strings.Contains(o, "TLS_CERT_FILE") {
+		if code != 0 || !strings.Contains(o, want) || !strings.Contains(o, "TLS_CERT_FILE") ||
+			!strings.Contains(o, "DIR expands") || strings.Contains(o, "DIR_FILE") {
 			t.Errorf("env --format %s = %d\n%s\nwant %q", format, code, o, want)
 		}
 	}
