@@ -102,12 +102,12 @@ func New(o Options) (*Engine, error) {
 	e.log = e.log.With("component", "engine")
 	var missing []string
 	for i := range o.Config.Secrets {
-		sc := o.Config.Secrets[i]
+		sc := &o.Config.Secrets[i]
 		if _, ok := e.srcs[sc.Ref.Kind]; !ok {
 			missing = append(missing, fmt.Sprintf("secret %s: source %q is not available in this build/config", sc.Name, sc.Ref.Kind))
 			continue
 		}
-		st := &state{cfg: sc, target: target(sc)}
+		st := &state{cfg: sc, target: target(sc), obj: sc.Ref.Object()}
 		e.secrets = append(e.secrets, st)
 		e.targets[st.target] = st
 		if sc.Required {
@@ -452,7 +452,7 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 	broken := map[string]bool{}
 	writeErr := false
 	for _, s := range j.secrets {
-		obj, ok := objs[s.cfg.Ref.Object()]
+		obj, ok := objs[s.obj]
 		if !ok {
 			if s.cfg.Bundle != "" {
 				broken[s.cfg.Bundle] = true
@@ -478,7 +478,7 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 	var changed []string
 	initial := true
 	note := func(r rendered, ch bool) {
-		if e.synced(r.s, objs[r.s.cfg.Ref.Object()], ch, now, r.existed) {
+		if e.synced(r.s, objs[r.s.obj], ch, now, r.existed) {
 			changed = append(changed, r.s.cfg.Name)
 			initial = initial && r.s.firstChange
 		}
@@ -642,6 +642,9 @@ func (e *Engine) render(s *state, obj sources.Object) ([]sink.File, error) {
 // on disk: a sidecar restarted next to a running app must reload it when the
 // value changed while it was down.
 func (e *Engine) existed(s *state, files []sink.File) bool {
+	if e.change == nil {
+		return false // nobody to tell
+	}
 	e.mu.Lock()
 	first := !s.written
 	e.mu.Unlock()

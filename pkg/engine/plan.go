@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
@@ -32,46 +33,41 @@ func plan(secrets []*state) []*job {
 	parent := map[string]string{}
 	var find func(string) string
 	find = func(k string) string {
-		if p, ok := parent[k]; ok && p != k {
-			r := find(p)
-			parent[k] = r
-			return r
+		p, ok := parent[k]
+		if !ok {
+			return k
 		}
-		parent[k] = k
-		return k
+		if p == k {
+			return k
+		}
+		r := find(p)
+		parent[k] = r
+		return r
 	}
 	bundleObj := map[string]string{}
 	for _, s := range secrets {
-		k := s.cfg.Ref.Object()
-		find(k)
 		if b := s.cfg.Bundle; b != "" {
 			if first, ok := bundleObj[b]; ok {
-				parent[find(k)] = find(first)
+				if a, z := find(s.obj), find(first); a != z {
+					parent[a] = z
+				}
 			} else {
-				bundleObj[b] = k
+				bundleObj[b] = s.obj
 			}
 		}
 	}
-	byRoot := map[string]*job{}
-	var jobs []*job
+	byRoot := make(map[string]*job, len(secrets))
+	jobs := make([]*job, 0, len(secrets))
 	for _, s := range secrets {
-		k := s.cfg.Ref.Object()
-		r := find(k)
+		r := find(s.obj)
 		j, ok := byRoot[r]
 		if !ok {
 			j = &job{id: len(jobs)}
 			byRoot[r] = j
 			jobs = append(jobs, j)
 		}
-		found := false
-		for _, o := range j.objects {
-			if o.key == k {
-				found = true
-				break
-			}
-		}
-		if !found {
-			j.objects = append(j.objects, object{key: k, ref: s.cfg.Ref})
+		if !slices.ContainsFunc(j.objects, func(o object) bool { return o.key == s.obj }) {
+			j.objects = append(j.objects, object{key: s.obj, ref: s.cfg.Ref})
 		}
 		j.secrets = append(j.secrets, s)
 		s.job = j
@@ -105,7 +101,7 @@ func expandedName(prefix, key string) string {
 }
 
 // target is the name of a secret's file relative to the output directory.
-func target(s config.Secret) string {
+func target(s *config.Secret) string {
 	if s.Bundle != "" {
 		return s.Bundle + "/" + s.File
 	}

@@ -16,8 +16,9 @@ import (
 // state is what the engine knows about one secret. Fields after cfg and
 // target are guarded by Engine.mu.
 type state struct {
-	cfg    config.Secret
+	cfg    *config.Secret // points into the Config, which the engine never changes
 	target string
+	obj    string // the source object's key, sources.Ref.Object()
 	job    *job
 
 	written     bool // synced at least once by this process
@@ -50,7 +51,7 @@ type schedule struct {
 func (e *Engine) fetchFailed(j *job, ob object, err error) {
 	reason := sources.Reason(err)
 	for _, s := range j.secrets {
-		if s.cfg.Ref.Object() != ob.key && s.cfg.Bundle == "" {
+		if s.obj != ob.key && s.cfg.Bundle == "" {
 			continue
 		}
 		e.m.SecretFetchErrors.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind, reason).Inc()
