@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"sort"
@@ -298,49 +297,37 @@ func cmdEnv(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	formats := map[string]struct {
+		header, comment string
+		line            func(name, path string) string
+	}{
+		"shell":   {"", "# ", func(n, p string) string { return n + "=" + shellQuote(p) }},
+		"k8s":     {"env:", "  # ", func(n, p string) string { return "  - name: " + n + "\n    value: " + yamlQuote(p) }},
+		"compose": {"environment:", "  # ", func(n, p string) string { return "  " + n + ": " + yamlQuote(p) }},
+	}
+	f, ok := formats[format]
+	if !ok {
+		return usageError{fmt.Errorf("--format %q: want shell, k8s or compose", format)}
+	}
 	type line struct{ name, path, note string }
 	var lines []line
 	for _, s := range cfg.Secrets {
-		p := filepath.Join(cfg.Output.Dir, s.File)
-		if s.Bundle != "" {
-			p = filepath.Join(cfg.Output.Dir, s.Bundle, s.File)
-		}
-		if expands(s.Ref) {
+		if p := cfg.TargetPath(s); expands(s.Ref) {
 			lines = append(lines, line{note: fmt.Sprintf("%s expands to one %s_<KEY>_FILE=%s_<key> per entry of %s", s.Name, s.Name, p, s.Ref)})
-			continue
+		} else {
+			lines = append(lines, line{name: cfg.EnvName(s), path: p})
 		}
-		lines = append(lines, line{name: s.Name + "_FILE", path: p})
 	}
 	sort.SliceStable(lines, func(i, j int) bool { return lines[i].name < lines[j].name })
-	switch format {
-	case "shell":
-		for _, l := range lines {
-			if l.note != "" {
-				fmt.Fprintf(stdout, "# %s\n", l.note)
-				continue
-			}
-			fmt.Fprintf(stdout, "%s=%s\n", l.name, shellQuote(l.path))
+	if f.header != "" {
+		fmt.Fprintln(stdout, f.header)
+	}
+	for _, l := range lines {
+		if l.note != "" {
+			fmt.Fprintln(stdout, f.comment+l.note)
+		} else {
+			fmt.Fprintln(stdout, f.line(l.name, l.path))
 		}
-	case "k8s":
-		fmt.Fprintln(stdout, "env:")
-		for _, l := range lines {
-			if l.note != "" {
-				fmt.Fprintf(stdout, "  # %s\n", l.note)
-				continue
-			}
-			fmt.Fprintf(stdout, "  - name: %s\n    value: %s\n", l.name, yamlQuote(l.path))
-		}
-	case "compose":
-		fmt.Fprintln(stdout, "environment:")
-		for _, l := range lines {
-			if l.note != "" {
-				fmt.Fprintf(stdout, "  # %s\n", l.note)
-				continue
-			}
-			fmt.Fprintf(stdout, "  %s: %s\n", l.name, yamlQuote(l.path))
-		}
-	default:
-		return usageError{fmt.Errorf("--format %q: want shell, k8s or compose", format)}
 	}
 	return nil
 }

@@ -107,7 +107,7 @@ func New(o Options) (*Engine, error) {
 			missing = append(missing, fmt.Sprintf("secret %s: source %q is not available in this build/config", sc.Name, sc.Ref.Kind))
 			continue
 		}
-		st := &state{cfg: sc, target: target(sc), obj: sc.Ref.Object()}
+		st := &state{cfg: sc, target: sc.Target(), obj: sc.Ref.Object()}
 		e.secrets = append(e.secrets, st)
 		e.targets[st.target] = st
 		if sc.Required {

@@ -4,7 +4,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
@@ -98,12 +97,4 @@ func expandedName(prefix, key string) string {
 		prev = r
 	}
 	return b.String()
-}
-
-// target is the name of a secret's file relative to the output directory.
-func target(s *config.Secret) string {
-	if s.Bundle != "" {
-		return s.Bundle + "/" + s.File
-	}
-	return s.File
 }
