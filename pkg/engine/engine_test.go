@@ -563,3 +563,40 @@ func TestInitialOnlyForNewTargets(t *testing.T) {
 		t.Fatalf("change = %+v: a value that replaced an existing target must reload the app", c)
 	}
 }
+
+func TestStaleAfterMaxStale(t *testing.T) {
+	f := newFixture(t,
+		config.Secret{Name: "A", Ref: mustRef(t, "vault://secret/a#a"), Required: true, MaxStale: time.Minute},
+		config.Secret{Name: "B", Ref: mustRef(t, "vault://secret/b#a"), Required: true}, // default: 3 × refresh
+	)
+	fail := false
+	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
+		if fail {
+			return sources.Object{}, sources.ErrUnavailable
+		}
+		return kv(map[string]string{"a": "v"}), nil
+	}}
+	e := f.engine(t, map[string]sources.Source{sources.Vault: src})
+	e.exportSecrets()
+	_ = e.Once(context.Background())
+	fail = true
+	start := time.Now()
+	for _, tc := range []struct {
+		after          time.Duration
+		aStale, bStale bool
+	}{
+		{30 * time.Second, false, false},
+		{2 * time.Minute, true, false},
+		{4 * time.Minute, true, true},
+	} {
+		e.now = func() time.Time { return start.Add(tc.after) }
+		st := e.Status()
+		if st[0].Stale != tc.aStale || st[1].Stale != tc.bStale {
+			t.Errorf("after %v: stale = %v, %v; want %v, %v", tc.after, st[0].Stale, st[1].Stale, tc.aStale, tc.bStale)
+		}
+		want := map[bool]float64{false: 0, true: 1}[tc.aStale]
+		if v := testutil.ToFloat64(f.m.SecretStale.WithLabelValues("A", "vault")); v != want {
+			t.Errorf("after %v: stale gauge = %v, want %v", tc.after, v, want)
+		}
+	}
+}
