@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
+	"github.com/phase-sidecar/phase-sidecar/test/servers"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
 
@@ -43,119 +43,21 @@ const (
 	awsNodeKey = "AKIAPHASENODE0000001"
 )
 
-// awsProc starts a server process whose output goes to logFile; the test's
-// cleanup kills it.
-func awsProc(t *testing.T, logFile string, env []string, name string, args ...string) {
-	t.Helper()
-	f, err := os.Create(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		f.Close()
-	})
-}
-
-// awsWaitUp polls try until it succeeds; a server not up within a minute
-// fails the test (a readiness deadline, not a speed assertion).
-func awsWaitUp(t *testing.T, what, logFile string, try func() error) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err := try()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(logFile)
-			t.Fatalf("%s not ready: %v\n%s", what, err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // startMoto starts moto for STS, Secrets Manager and SSM and returns its URL.
 func startMoto(t *testing.T) string {
 	t.Helper()
-	py := testenv.Tool(t, "PHASE_TEST_MOTO_PYTHON", "")
-	port := strconv.Itoa(testenv.FreePort(t))
-	url := "http://127.0.0.1:" + port
-	logFile := filepath.Join(t.TempDir(), "moto.log")
-	awsProc(t, logFile, nil, py, "-m", "moto.server", "-H", "127.0.0.1", "-p", port)
-	awsWaitUp(t, "moto", logFile, func() error {
-		resp, err := http.Get(url + "/moto-api/data.json")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	})
-	return url
-}
-
-// metadataMock is AWS's ec2-metadata-mock in IMDSv2-only mode.
-type metadataMock struct {
-	url, logFile string
+	return servers.Moto(t, t.TempDir())
 }
 
 // startMetadataMock serves an instance role whose keys moto accepts, with
 // an expiration in the future (the mock's defaults expired in 2020).
-func startMetadataMock(t *testing.T) *metadataMock {
+func startMetadataMock(t *testing.T) *servers.IMDS {
 	t.Helper()
-	bin := testenv.Tool(t, "PHASE_TEST_EC2_METADATA_MOCK", "ec2-metadata-mock")
-	dir := t.TempDir()
-	cfg, err := json.Marshal(map[string]any{"imdsv2": true, "metadata": map[string]any{"values": map[string]any{
-		"placement-region":              awsRegion,
-		"iam-security-credentials-role": "phase-node",
-		"iam-security-credentials": map[string]any{
-			"Code": "Success", "LastUpdated": time.Now().UTC().Format(time.RFC3339), "Type": "AWS-HMAC",
-			"AccessKeyId": awsNodeKey, "SecretAccessKey": "node-secret-key", "Token": "node-session-token",
-			"Expiration": time.Now().Add(6 * time.Hour).UTC().Format(time.RFC3339),
-		},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgFile := filepath.Join(dir, "aemm.json")
-	if err := os.WriteFile(cfgFile, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(testenv.FreePort(t))
-	m := &metadataMock{url: "http://127.0.0.1:" + port, logFile: filepath.Join(dir, "aemm.log")}
-	// HOME in the temp dir: the mock may save its config there.
-	awsProc(t, m.logFile, []string{"HOME=" + dir}, bin, "-n", "127.0.0.1", "-p", port, "-c", cfgFile)
-	awsWaitUp(t, "ec2-metadata-mock", m.logFile, func() error {
-		req, _ := http.NewRequest(http.MethodPut, m.url+"/latest/api/token", nil)
-		req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("token PUT: HTTP %d", resp.StatusCode)
-		}
-		return nil
+	return servers.MetadataMock(t, t.TempDir(), &servers.Credentials{
+		Region: awsRegion, Role: "phase-node",
+		AccessKeyID: awsNodeKey, SecretAccessKey: "node-secret-key", Token: "node-session-token",
+		Expiration: time.Now().Add(6 * time.Hour),
 	})
-	return m
-}
-
-// log is what the mock printed; it logs every request.
-func (m *metadataMock) log(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(m.logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 // awsEnv gives the sidecar (which inherits this process's environment) the
@@ -333,7 +235,7 @@ func (s *sidecar) metric(series string) float64 {
 
 func TestAWSInstanceRoleToFiles(t *testing.T) {
 	moto, md := startMoto(t), startMetadataMock(t)
-	awsEnv(t, md.url, moto)
+	awsEnv(t, md.URL, moto)
 	seed, decoy := awsSeeders(t, moto)
 
 	dbV1 := seed.secret(t, "prod/phase/db", fmt.Sprintf(`{"password":%q,"user":"phase"}`, value("db-1")))
@@ -406,10 +308,8 @@ secrets:
 			t.Errorf("moto saw no AssumeRole of %s with the external id; it saw %q", awsRoleARN, got)
 		}
 		// Only IMDSv2 was used, and the instance role was read from it.
-		log := md.log(t)
-		if strings.Contains(log, "No token provided") {
-			t.Errorf("the metadata mock saw an IMDSv1 request:\n%s", log)
-		}
+		md.AssertNoIMDSv1(t)
+		log := md.Log(t)
 		if !strings.Contains(log, "Token validated!") || !strings.Contains(log, "security-credentials/phase-node") {
 			t.Errorf("the sidecar did not read the instance role from the mock:\n%s", log)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+	"github.com/phase-sidecar/phase-sidecar/test/servers"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
 
@@ -39,8 +40,7 @@ const setupActions = 4
 func TestIntegrationAccessDenied(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	moto, stop := startMoto(t, dir, "INITIAL_NO_AUTH_ACTION_COUNT="+strconv.Itoa(setupActions))
-	t.Cleanup(stop)
+	moto := servers.Moto(t, dir, "INITIAL_NO_AUTH_ACTION_COUNT="+strconv.Itoa(setupActions))
 	py := testenv.Tool(t, "PHASE_TEST_MOTO_PYTHON", "")
 	out, err := exec.Command(py, "-c", deniedSetup, moto).Output()
 	if err != nil {
@@ -54,10 +54,9 @@ func TestIntegrationAccessDenied(t *testing.T) {
 	if err := json.Unmarshal(out, &key); err != nil {
 		t.Fatalf("setup output %q: %v", out, err)
 	}
-	md, stopMD := startMetadataMock(t, dir, &mockCredentials{
-		Role: "phase-node", AccessKeyID: key.ID, SecretAccessKey: key.Secret, Expiration: time.Now().Add(6 * time.Hour),
+	md := servers.MetadataMock(t, dir, &servers.Credentials{
+		Region: testRegion, Role: "phase-node", AccessKeyID: key.ID, SecretAccessKey: key.Secret, Expiration: time.Now().Add(6 * time.Hour),
 	})
-	t.Cleanup(stopMD)
 
 	src := newIntegrationSource(t, md, moto, config.AWS{Region: testRegion}, nil, nil)
 	ctx := testCtx(t)

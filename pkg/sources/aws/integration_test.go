@@ -21,6 +21,7 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+	"github.com/phase-sidecar/phase-sidecar/test/servers"
 )
 
 const (
@@ -92,7 +93,7 @@ func (s *seeder) param(t testing.TB, name, value string, typ ssmtypes.ParameterT
 
 // newIntegrationSource builds a source whose only credential supply is the
 // metadata mock: the environment it sees is the map below, no shared files.
-func newIntegrationSource(t testing.TB, md *metadataMock, moto string, cfg config.AWS, rec *recorder, m *metrics.Metrics) *Source {
+func newIntegrationSource(t testing.TB, md *servers.IMDS, moto string, cfg config.AWS, rec *recorder, m *metrics.Metrics) *Source {
 	t.Helper()
 	o := Options{
 		Metrics: m,
@@ -381,13 +382,11 @@ func TestIntegrationIMDSDiagnosis(t *testing.T) {
 	refusedURL := "http://" + closed.Addr().String()
 	closed.Close()
 
-	noRole, stop := startMetadataMock(t, t.TempDir(), nil)
-	t.Cleanup(stop)
-	expired, stop2 := startMetadataMock(t, t.TempDir(), &mockCredentials{
-		Role: "phase-node", AccessKeyID: "AKIAEXPIRED000000001", SecretAccessKey: "x", Token: "y",
+	noRole := servers.MetadataMock(t, t.TempDir(), nil)
+	expired := servers.MetadataMock(t, t.TempDir(), &servers.Credentials{
+		Region: testRegion, Role: "phase-node", AccessKeyID: "AKIAEXPIRED000000001", SecretAccessKey: "x", Token: "y",
 		Expiration: time.Now().Add(-time.Hour),
 	})
-	t.Cleanup(stop2)
 
 	tests := []struct {
 		name     string

@@ -3,15 +3,11 @@ package aws
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 
-	"github.com/phase-sidecar/phase-sidecar/test/testenv"
+	"github.com/phase-sidecar/phase-sidecar/test/servers"
 )
 
 // The emulators are real servers, started once per package run and shared;
@@ -30,197 +26,42 @@ import (
 const testRegion = "us-east-1"
 
 var (
-	shared   sync.Mutex
-	stops    []func()
+	shared   servers.Shared
+	sharedMu sync.Mutex
 	motoURL  string
-	sharedMD *metadataMock
+	sharedMD *servers.IMDS
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	shared.Lock()
-	for _, stop := range stops {
-		stop()
-	}
-	shared.Unlock()
+	shared.Stop()
 	os.Exit(code)
-}
-
-// proc starts a server process whose output goes to logFile.
-func proc(t testing.TB, logFile string, env []string, name string, args ...string) func() {
-	t.Helper()
-	f, err := os.Create(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	return func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		f.Close()
-	}
-}
-
-// waitHTTP polls until try succeeds; a server that is not up in a minute
-// fails the test (a readiness deadline, not a speed assertion).
-func waitHTTP(t testing.TB, what, logFile string, try func() error) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err := try()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(logFile)
-			t.Fatalf("%s not ready: %v\n%s", what, err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// startMoto starts a moto server with extra environment; the caller stops it.
-func startMoto(t testing.TB, dir string, env ...string) (string, func()) {
-	t.Helper()
-	py := testenv.Tool(t, "PHASE_TEST_MOTO_PYTHON", "")
-	port := testenv.FreePort(t)
-	url := "http://127.0.0.1:" + strconv.Itoa(port)
-	logFile := filepath.Join(dir, "moto-"+strconv.Itoa(port)+".log")
-	stop := proc(t, logFile, env, py, "-m", "moto.server", "-H", "127.0.0.1", "-p", strconv.Itoa(port))
-	waitHTTP(t, "moto", logFile, func() error {
-		resp, err := http.Get(url + "/moto-api/data.json")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	})
-	return url, stop
 }
 
 // sharedMoto is the package's moto server.
 func sharedMoto(t testing.TB) string {
 	t.Helper()
-	shared.Lock()
-	defer shared.Unlock()
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
 	if motoURL == "" {
-		dir, err := os.MkdirTemp("", "phase-aws-moto-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		url, stop := startMoto(t, dir)
-		motoURL = url
-		stops = append(stops, stop, func() { os.RemoveAll(dir) })
+		st := shared.T(t)
+		motoURL = servers.Moto(st, st.TempDir())
 	}
 	return motoURL
 }
 
-// metadataMock is a running amazon-ec2-metadata-mock in IMDSv2-only mode.
-type metadataMock struct {
-	URL     string
-	logFile string
-}
-
-// Log is what the mock printed; it logs every request it receives.
-func (m *metadataMock) Log(t testing.TB) string {
-	t.Helper()
-	b, err := os.ReadFile(m.logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-// AssertNoIMDSv1 fails the test when the mock saw a request without a
-// session token (it logs "No token provided" and answers 401).
-func (m *metadataMock) AssertNoIMDSv1(t testing.TB) {
-	t.Helper()
-	if log := m.Log(t); strings.Contains(log, "No token provided") {
-		t.Errorf("the metadata mock saw an IMDSv1 request:\n%s", log)
-	}
-}
-
-// mockCredentials is the instance role document the mock serves.
-type mockCredentials struct {
-	Role, AccessKeyID, SecretAccessKey, Token string
-	Expiration                                time.Time
-}
-
-// startMetadataMock starts the mock with "imdsv2": true and the given role
-// credentials (nil: no role attached, security-credentials answers 404).
-func startMetadataMock(t testing.TB, dir string, creds *mockCredentials) (*metadataMock, func()) {
-	t.Helper()
-	bin := testenv.Tool(t, "PHASE_TEST_EC2_METADATA_MOCK", "ec2-metadata-mock")
-	metadata := map[string]any{}
-	if creds != nil {
-		metadata["values"] = map[string]any{
-			"placement-region":              testRegion,
-			"iam-security-credentials-role": creds.Role,
-			"iam-security-credentials": map[string]any{
-				"Code": "Success", "LastUpdated": time.Now().UTC().Format(time.RFC3339), "Type": "AWS-HMAC",
-				"AccessKeyId": creds.AccessKeyID, "SecretAccessKey": creds.SecretAccessKey, "Token": creds.Token,
-				"Expiration": creds.Expiration.UTC().Format(time.RFC3339),
-			},
-		}
-	} else {
-		// Move the credential paths away: the real paths answer 404, as on
-		// an instance without an instance profile.
-		metadata["paths"] = map[string]any{
-			"iam-info":                      "/latest/meta-data/iam/moved-info",
-			"iam-security-credentials-role": "/latest/meta-data/iam/moved",
-			"iam-security-credentials":      "/latest/meta-data/iam/moved/x",
-		}
-	}
-	cfg, err := json.Marshal(map[string]any{"imdsv2": true, "metadata": metadata})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := testenv.FreePort(t)
-	cfgFile := filepath.Join(dir, fmt.Sprintf("aemm-%d.json", port))
-	if err := os.WriteFile(cfgFile, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m := &metadataMock{URL: "http://127.0.0.1:" + strconv.Itoa(port), logFile: filepath.Join(dir, fmt.Sprintf("aemm-%d.log", port))}
-	// HOME in the temp dir: the mock may save its config there.
-	stop := proc(t, m.logFile, []string{"HOME=" + dir}, bin, "-n", "127.0.0.1", "-p", strconv.Itoa(port), "-c", cfgFile)
-	waitHTTP(t, "ec2-metadata-mock", m.logFile, func() error {
-		req, _ := http.NewRequest(http.MethodPut, m.URL+"/latest/api/token", nil)
-		req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("token PUT: HTTP %d", resp.StatusCode)
-		}
-		return nil
-	})
-	return m, stop
-}
-
 // sharedMetadataMock is the package's mock, serving a role whose keys moto
 // accepts (moto takes any key as account 123456789012).
-func sharedMetadataMock(t testing.TB) *metadataMock {
+func sharedMetadataMock(t testing.TB) *servers.IMDS {
 	t.Helper()
-	shared.Lock()
-	defer shared.Unlock()
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
 	if sharedMD == nil {
-		dir, err := os.MkdirTemp("", "phase-aws-aemm-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, stop := startMetadataMock(t, dir, &mockCredentials{
-			Role: "phase-node", AccessKeyID: "AKIAPHASENODE0000001", SecretAccessKey: "node-secret-key",
+		st := shared.T(t)
+		sharedMD = servers.MetadataMock(st, st.TempDir(), &servers.Credentials{
+			Region: testRegion, Role: "phase-node", AccessKeyID: "AKIAPHASENODE0000001", SecretAccessKey: "node-secret-key",
 			Token: "node-session-token", Expiration: time.Now().Add(6 * time.Hour),
 		})
-		sharedMD = m
-		stops = append(stops, stop, func() { os.RemoveAll(dir) })
 	}
 	return sharedMD
 }
