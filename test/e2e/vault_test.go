@@ -7,10 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/phase-sidecar/phase-sidecar/test/servers"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
 
@@ -42,83 +41,12 @@ type vaultServer struct {
 	seq int
 }
 
-// startVault runs `vault server -dev` on a free port of 127.0.0.1 until the
-// test ends, with a file audit device that records every request.
+// startVault runs `vault server -dev` until the test ends, with a file
+// audit device that records every request and AppRole enabled.
 func startVault(t *testing.T) *vaultServer {
 	t.Helper()
-	bin := testenv.Tool(t, "PHASE_TEST_VAULT", "vault")
-	dir := t.TempDir()
-	hostport := testenv.Addr(t)
-	cmd := exec.Command(bin, "server", "-dev",
-		"-dev-listen-address="+hostport,
-		"-dev-root-token-id="+vaultRootToken,
-		"-dev-no-store-token")
-	cmd.Env = append(os.Environ(), "HOME="+dir, "VAULT_ADDR=http://"+hostport)
-	pipe, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	var (
-		logMu   sync.Mutex
-		log     strings.Builder
-		started = make(chan bool, 1)
-		exited  = make(chan struct{})
-	)
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(pipe)
-		up := false
-		for sc.Scan() {
-			// The banner's root token and unseal key stay out of the
-			// failure output.
-			if line := sc.Text(); !strings.Contains(line, "Root Token:") && !strings.Contains(line, "Unseal Key:") {
-				logMu.Lock()
-				log.WriteString(strings.ReplaceAll(line, vaultRootToken, "<root token>") + "\n")
-				logMu.Unlock()
-			}
-			if !up && strings.Contains(sc.Text(), "Vault server started!") {
-				up = true
-				started <- true
-			}
-		}
-		_, _ = io.Copy(io.Discard, pipe)
-		_ = cmd.Wait()
-		if !up {
-			started <- false
-		}
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("vault dev server output:\n%s", log.String())
-			logMu.Unlock()
-		}
-	})
-	select {
-	case ok := <-started:
-		if !ok {
-			t.Fatal("vault dev server exited before it started")
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatal("vault dev server did not start within 2 minutes")
-	}
-	v := &vaultServer{addr: "http://" + hostport, audit: filepath.Join(dir, "audit.log")}
-	v.root, err = api.NewClient(&api.Config{Address: v.addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v.root.SetToken(vaultRootToken)
-	if err := v.root.Sys().EnableAuditWithOptions("file", &api.EnableAuditOptions{
-		Type: "file", Options: map[string]string{"file_path": v.audit},
-	}); err != nil {
-		t.Fatalf("enable the audit device: %v", err)
-	}
+	dev := servers.Vault(t, t.TempDir(), servers.VaultOptions{Token: vaultRootToken, Audit: true})
+	v := &vaultServer{addr: dev.URL, root: dev.Root, audit: dev.AuditLog}
 	if err := v.root.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
 		t.Fatalf("enable approle: %v", err)
 	}

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+	"github.com/phase-sidecar/phase-sidecar/test/servers"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
 
@@ -182,7 +182,7 @@ func TestErrors(t *testing.T) {
 	d.write(t, mount+"/data/app", map[string]any{"data": map[string]any{"k": "s3cr3t-canary"}})
 	limited := d.childToken(t, "1h", d.policy(t, mount+"/data/other"))
 
-	sealed := ownVaultDev(t)
+	sealed := ownVaultDev(t, servers.VaultOptions{})
 	if err := sealed.root.Sys().Seal(); err != nil {
 		t.Fatal(err)
 	}
@@ -258,9 +258,8 @@ func TestErrors(t *testing.T) {
 // and without it or with a wrong tls_server_name the error says what to
 // check.
 func TestTLS(t *testing.T) {
-	dir := t.TempDir()
-	d := ownVaultDev(t, "-dev-tls", "-dev-tls-cert-dir="+dir)
-	ca := filepath.Join(dir, "vault-ca.pem")
+	d := ownVaultDev(t, servers.VaultOptions{TLS: true})
+	ca := d.caCert
 	tests := []struct {
 		name string
 		cfg  config.Vault

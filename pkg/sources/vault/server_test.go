@@ -1,15 +1,11 @@
 package vault
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,127 +16,53 @@ import (
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
-	"github.com/phase-sidecar/phase-sidecar/test/testenv"
+	"github.com/phase-sidecar/phase-sidecar/test/servers"
 )
 
 // The integration tests share one Vault dev server, started on first use;
 // each test mounts engines under names of its own.
 
-const rootToken = "phase-test-root"
+const rootToken = servers.DefaultVaultToken
 
+// devServer is a dev server and a root client for it.
 type devServer struct {
-	addr string
-	root *api.Client
-	cmd  *exec.Cmd
-	done chan struct{}
+	addr   string // 127.0.0.1:PORT
+	root   *api.Client
+	caCert string // with TLS
 }
 
 var (
-	devOnce   sync.Once
-	shared    *devServer
-	sharedErr error
-	started   []*devServer
-	startedMu sync.Mutex
+	shared    servers.Shared
+	sharedMu  sync.Mutex
+	sharedDev *devServer
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	startedMu.Lock()
-	for _, d := range started {
-		d.stop()
-	}
-	startedMu.Unlock()
+	shared.Stop()
 	os.Exit(code)
 }
 
 // vaultDev returns the shared dev server.
 func vaultDev(t testing.TB) *devServer {
 	t.Helper()
-	bin := testenv.Tool(t, "PHASE_TEST_VAULT", "vault")
-	port := testenv.FreePort(t)
-	devOnce.Do(func() { shared, sharedErr = startDev(bin, port) })
-	if sharedErr != nil {
-		t.Fatal(sharedErr)
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if sharedDev == nil {
+		st := shared.T(t)
+		sharedDev = newDevServer(servers.Vault(st, st.TempDir(), servers.VaultOptions{}))
 	}
-	return shared
+	return sharedDev
 }
 
 // ownVaultDev starts a dev server for one test (one it may seal).
-func ownVaultDev(t testing.TB, args ...string) *devServer {
+func ownVaultDev(t testing.TB, o servers.VaultOptions) *devServer {
 	t.Helper()
-	bin := testenv.Tool(t, "PHASE_TEST_VAULT", "vault")
-	d, err := startDev(bin, testenv.FreePort(t), args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return newDevServer(servers.Vault(t, t.TempDir(), o))
 }
 
-// startDev runs "vault server -dev" on 127.0.0.1:port and returns once it
-// prints that it has started.
-func startDev(bin string, port int, args ...string) (*devServer, error) {
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.Command(bin, append([]string{"server", "-dev",
-		"-dev-listen-address=" + addr,
-		"-dev-root-token-id=" + rootToken,
-		"-dev-no-store-token"}, args...)...)
-	cmd.Env = append(os.Environ(), "VAULT_ADDR=http://"+addr, "HOME="+os.TempDir())
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	d := &devServer{addr: addr, cmd: cmd, done: make(chan struct{})}
-	ready := make(chan struct{})
-	var log strings.Builder
-	go func() {
-		defer close(d.done)
-		sc := bufio.NewScanner(out)
-		signalled := false
-		for sc.Scan() {
-			if !signalled {
-				log.WriteString(sc.Text() + "\n")
-			}
-			if !signalled && strings.Contains(sc.Text(), "Vault server started!") {
-				signalled = true
-				close(ready)
-			}
-		}
-		_, _ = io.Copy(io.Discard, out)
-		_ = cmd.Wait()
-		if !signalled {
-			close(ready)
-		}
-	}()
-	<-ready
-	select {
-	case <-d.done:
-		return nil, fmt.Errorf("vault dev server exited:\n%s", log.String())
-	default:
-	}
-	startedMu.Lock()
-	started = append(started, d)
-	startedMu.Unlock()
-	if len(args) > 0 {
-		return d, nil // TLS: the caller builds its own clients
-	}
-	root, err := api.NewClient(&api.Config{Address: "http://" + addr})
-	if err != nil {
-		return nil, err
-	}
-	root.SetToken(rootToken)
-	d.root = root
-	return d, nil
-}
-
-func (d *devServer) stop() {
-	if d.cmd.Process != nil {
-		_ = d.cmd.Process.Kill()
-	}
-	<-d.done
+func newDevServer(v *servers.VaultServer) *devServer {
+	return &devServer{addr: v.HostPort, root: v.Root, caCert: v.CACert}
 }
 
 var mountSeq atomic.Int64
