@@ -25,8 +25,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
 
+	"github.com/phase-sidecar/phase-sidecar/test/servers"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
 
@@ -57,14 +57,8 @@ func BenchmarkVaultAgentSideBySide(b *testing.B) {
 	b.Cleanup(func() { os.RemoveAll(base) })
 
 	// Vault dev server; its secret/ mount is KV v2.
-	addr := testenv.Addr(b)
-	start(b, base, "vault-server", nil, vaultBin, "server", "-dev", "-dev-listen-address="+addr,
-		"-dev-root-token-id="+rootToken, "-dev-no-store-token")
-	root, err := api.NewClient(&api.Config{Address: "http://" + addr})
-	if err != nil {
-		b.Fatal(err)
-	}
-	root.SetToken(rootToken)
+	dev := servers.Vault(b, base, servers.VaultOptions{Token: rootToken})
+	addr, root := dev.HostPort, dev.Root
 	put := func(i int, v string) {
 		for attempt := 0; ; attempt++ {
 			_, err := root.Logical().Write(fmt.Sprintf("secret/data/p%d", i), map[string]any{"data": map[string]any{"value": v}})
