@@ -25,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/phase-sidecar/phase-sidecar/test/servers"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
