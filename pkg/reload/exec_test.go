@@ -88,8 +88,12 @@ func TestExecNotify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if alive(pid) {
-		t.Errorf("the timed-out command's child %d still runs", pid)
+	// SIGKILL is delivered asynchronously: give the kernel a moment to reap.
+	for deadline := time.Now().Add(10 * time.Second); alive(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("the timed-out command's child %d still runs", pid)
+			break
+		}
 	}
 }
 
