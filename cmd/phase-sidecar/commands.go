@@ -49,6 +49,19 @@ func loadConfig(path string) (*config.Config, error) {
 	return cfg, nil
 }
 
+// load builds the logger and loads the config, as run and once do first.
+func (c common) load(stderr io.Writer) (*slog.Logger, *config.Config, error) {
+	log, err := newLogger(stderr, c.logLevel, c.logFormat)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := loadConfig(c.config)
+	if err != nil {
+		return nil, nil, err
+	}
+	return log, cfg, nil
+}
+
 // pipeline is everything run and once share.
 type pipeline struct {
 	cfg     *config.Config
@@ -118,11 +131,7 @@ func cmdRun(args []string, _, stderr io.Writer) error {
 	if len(app) > 0 && !slices.Contains(args, "--") {
 		return usageError{fmt.Errorf("unexpected argument %q (to supervise an app, put it after --)", app[0])}
 	}
-	log, err := newLogger(stderr, c.logLevel, c.logFormat)
-	if err != nil {
-		return err
-	}
-	cfg, err := loadConfig(c.config)
+	log, cfg, err := c.load(stderr)
 	if err != nil {
 		return err
 	}
@@ -247,11 +256,7 @@ func cmdOnce(args []string, _, stderr io.Writer) error {
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, c.logLevel, c.logFormat)
-	if err != nil {
-		return err
-	}
-	cfg, err := loadConfig(c.config)
+	log, cfg, err := c.load(stderr)
 	if err != nil {
 		return err
 	}
