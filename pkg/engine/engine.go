@@ -461,7 +461,7 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 		}
 		files, err := e.render(s, obj)
 		if err != nil {
-			e.secretFailed(s, err, now)
+			e.secretFailed(s, err)
 			writeErr = true
 			if s.cfg.Bundle != "" {
 				broken[s.cfg.Bundle] = true

@@ -11,7 +11,6 @@ import (
 // together (one object, or every object feeding one bundle) and the secrets
 // they feed.
 type job struct {
-	id      int
 	objects []object
 	secrets []*state
 	schedule
@@ -61,7 +60,7 @@ func plan(secrets []*state) []*job {
 		r := find(s.obj)
 		j, ok := byRoot[r]
 		if !ok {
-			j = &job{id: len(jobs)}
+			j = &job{}
 			byRoot[r] = j
 			jobs = append(jobs, j)
 		}

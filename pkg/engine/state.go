@@ -69,7 +69,7 @@ func (e *Engine) fetchFailed(j *job, ob object, err error) {
 }
 
 // secretFailed records an error selecting or rendering a secret's value.
-func (e *Engine) secretFailed(s *state, err error, _ time.Time) {
+func (e *Engine) secretFailed(s *state, err error) {
 	e.m.SecretFetchErrors.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind, sources.Reason(err)).Inc()
 	e.setError(s, err)
 	e.log.Warn("cannot select the value; keeping the last good file", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "err", err)
