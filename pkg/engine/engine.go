@@ -110,6 +110,9 @@ func New(o Options) (*Engine, error) {
 		st := &state{cfg: sc, target: sc.Target(), obj: sc.Ref.Object()}
 		e.secrets = append(e.secrets, st)
 		e.targets[st.target] = st
+		if sc.Bundle != "" {
+			e.targets[sc.Bundle] = st // the bundle's directory is taken too
+		}
 		if sc.Required {
 			e.unwritten++
 		}
@@ -298,10 +301,16 @@ func (e *Engine) runJobs(ctx context.Context, jobs []*job, reschedule bool) {
 	wg.Wait()
 }
 
-// units splits jobs into units of work: a batch of single-object jobs of a
-// source that can batch, or one job.
-func (e *Engine) units(jobs []*job) [][]*job {
-	var units [][]*job
+// unit is one piece of work: a batch of single-object jobs of a source that
+// can batch, or one job.
+type unit struct {
+	jobs  []*job
+	batch bool
+}
+
+// units splits jobs into units of work.
+func (e *Engine) units(jobs []*job) []unit {
+	var units []unit
 	batches := map[string][]*job{}
 	for _, j := range jobs {
 		kind := j.objects[0].ref.Kind
@@ -309,23 +318,23 @@ func (e *Engine) units(jobs []*job) [][]*job {
 			batches[kind] = append(batches[kind], j)
 			continue
 		}
-		units = append(units, []*job{j})
+		units = append(units, unit{jobs: []*job{j}})
 	}
 	for _, kind := range sources.Kinds {
 		if bj := batches[kind]; len(bj) > 0 {
-			units = append(units, bj)
+			units = append(units, unit{jobs: bj, batch: true})
 		}
 	}
 	return units
 }
 
 // runUnit runs one unit of work.
-func (e *Engine) runUnit(ctx context.Context, u []*job, reschedule bool) {
-	if _, ok := e.srcs[u[0].objects[0].ref.Kind].(sources.Batcher); ok && len(u[0].objects) == 1 {
-		e.runBatch(ctx, u, reschedule)
+func (e *Engine) runUnit(ctx context.Context, u unit, reschedule bool) {
+	if u.batch {
+		e.runBatch(ctx, u.jobs, reschedule)
 		return
 	}
-	e.runJob(ctx, u[0], nil, reschedule)
+	e.runJob(ctx, u.jobs[0], nil, reschedule)
 }
 
 // dispatch starts the given jobs with at most cap(sem) units in flight. It
@@ -349,11 +358,11 @@ func (e *Engine) dispatch(ctx context.Context, jobs []*job, reschedule bool, sem
 }
 
 // release marks jobs that will not run as idle again.
-func (e *Engine) release(units [][]*job) {
+func (e *Engine) release(units []unit) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, u := range units {
-		for _, j := range u {
+		for _, j := range u.jobs {
 			j.running = false
 		}
 	}
@@ -497,6 +506,12 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 		if werr != nil {
 			e.writeFailed(r.s, werr)
 			writeErr = true
+			if ch {
+				// Some files of an expanding secret are new on disk: the app
+				// must hear of them even though the rest will be retried.
+				changed = append(changed, r.s.cfg.Name)
+				initial = false
+			}
 			continue
 		}
 		note(r, ch)
@@ -608,8 +623,11 @@ func (e *Engine) render(s *state, obj sources.Object) ([]sink.File, error) {
 				return nil, fmt.Errorf("%s: fields %q and %q both map to file %q; rename one", s.cfg.Ref, other, k, n)
 			}
 			seen[n] = k
+			if err := sink.CheckName(n); err != nil {
+				return nil, fmt.Errorf("%s: field %q cannot be a file name (%s): %v; rename the field", s.cfg.Ref, k, n, err)
+			}
 			if owner, taken := e.targets[n]; taken && owner != s {
-				return nil, fmt.Errorf("%s: field %q maps to file %q, which secret %s writes; rename the field or that secret's file", s.cfg.Ref, k, n, owner.cfg.Name)
+				return nil, fmt.Errorf("%s: field %q maps to %q, which secret %s writes; rename the field or that secret's file", s.cfg.Ref, k, n, owner.cfg.Name)
 			}
 			files = append(files, mk(n, obj.Fields[k]))
 			names = append(names, n)
@@ -627,7 +645,7 @@ func (e *Engine) render(s *state, obj sources.Object) ([]sink.File, error) {
 		for _, n := range names {
 			e.claimed[n] = s
 		}
-		s.expanded, s.expands = names, true
+		s.expanded = names
 		return files, nil
 	}
 	v, err := obj.Select(s.cfg.Ref.Field)

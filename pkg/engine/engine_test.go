@@ -600,3 +600,42 @@ func TestStaleAfterMaxStale(t *testing.T) {
 		}
 	}
 }
+
+func TestExpansionNeverTakesABundleOrWritesHalf(t *testing.T) {
+	f := newFixture(t,
+		config.Secret{Name: "X", Ref: mustRef(t, "file:///k8s/x/"), Required: false},
+		config.Secret{Name: "CERT", File: "tls.crt", Bundle: "x_b", Ref: mustRef(t, "file:///cert"), Required: true},
+		config.Secret{Name: "LONG", Ref: mustRef(t, "file:///k8s/long/"), Required: false},
+	)
+	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
+		switch ref.Path {
+		case "/k8s/x/":
+			return kv(map[string]string{"b": "would replace the bundle"}), nil
+		case "/k8s/long/":
+			return kv(map[string]string{"a": "1", strings.Repeat("n", 300): "2", "z": "3"}), nil
+		}
+		return sources.Object{Value: secret.FromString("cert")}, nil
+	}}
+	e := f.engine(t, map[string]sources.Source{sources.File: src})
+	_ = e.Once(context.Background())
+	if got := f.read(t, "x_b/tls.crt"); got != "cert" {
+		t.Fatalf("bundle member = %q", got)
+	}
+	for _, name := range []string{"long_a", "long_z"} {
+		if _, err := os.Stat(filepath.Join(f.dir, name)); err == nil {
+			t.Errorf("%s written although another field of LONG cannot be a file", name)
+		}
+	}
+	for _, st := range e.Status() {
+		switch st.Name {
+		case "X":
+			if !strings.Contains(st.LastError, "which secret CERT writes") {
+				t.Errorf("X error = %q", st.LastError)
+			}
+		case "LONG":
+			if !strings.Contains(st.LastError, "cannot be a file name") {
+				t.Errorf("LONG error = %q", st.LastError)
+			}
+		}
+	}
+}

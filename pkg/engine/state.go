@@ -30,7 +30,6 @@ type state struct {
 	errorSince  time.Time
 	expiry      time.Time
 	expanded    []string // target names of an expanding secret
-	expands     bool     // the last object expanded into several files
 
 	// The secret's metric children, looked up once.
 	mSuccess, mChange, mStale prometheus.Gauge
@@ -225,9 +224,10 @@ func (e *Engine) stale(s *state, now time.Time) bool {
 }
 
 // path is where a secret is written; for an expanding secret, the pattern
-// of its files. The caller may hold e.mu or not: target never changes.
+// of its files. Only the secret's own job writes s.expanded, so that job may
+// call this without e.mu; others hold it.
 func (e *Engine) path(s *state) string {
-	if s.cfg.Ref.Field == "" && s.expands {
+	if s.expanded != nil {
 		return e.sink.Path(s.target) + "_*"
 	}
 	return e.sink.Path(s.target)

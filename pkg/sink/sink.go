@@ -321,6 +321,10 @@ func (d *Dir) Remove(name string) error {
 // checkName refuses names that could leave the directory or collide with the
 // sink's own hidden entries. Config validation refuses them too; this is
 // defence in depth.
+// CheckName reports why name cannot be a target, or nil: empty, longer than
+// 255 bytes, containing "..", "/" or NUL, or starting with ".".
+func CheckName(name string) error { return checkName(name) }
+
 func checkName(name string) error {
 	switch {
 	case name == "":
