@@ -167,7 +167,9 @@ func supervise(cfg *config.Config, log *slog.Logger, app []string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	// SIGHUP and SIGQUIT too: the child has its own process group, so a
+	// signal that would end the sidecar must not leave it orphaned.
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigc)
 	go func() {
 		for {
@@ -192,6 +194,9 @@ func supervise(cfg *config.Config, log *slog.Logger, app []string) error {
 		}
 	}
 	if err := serve(ctx, cfg, log, &supervised{sup: sup, start: start}); err != nil {
+		// Stop the app if it started; never leave it behind.
+		_ = sup.Forward(syscall.SIGTERM)
+		sup.Wait()
 		return err
 	}
 	return exitCode(sup.Wait())

@@ -85,12 +85,13 @@ func (e *Exec) Notify(ctx context.Context, b Batch) error {
 	if cmd.Process != nil {
 		pid = cmd.Process.Pid
 	}
-	// The output is the app's business; it is kept for failures and debug.
-	level := slog.LevelDebug
+	// The output is the app's business and may hold anything, so it is
+	// logged at debug level only.
 	if err != nil {
-		level = slog.LevelWarn
+		e.logger.Warn("reload command failed (its output is logged at --log-level debug)", "path", e.argv[0], "pid", pid,
+			"duration_seconds", d.Seconds())
 	}
-	e.logger.Log(ctx, level, "reload command finished", "path", e.argv[0], "pid", pid,
+	e.logger.Debug("reload command finished", "path", e.argv[0], "pid", pid,
 		"duration_seconds", d.Seconds(), "output", out.String())
 
 	switch {
@@ -109,7 +110,11 @@ func (e *Exec) Notify(ctx context.Context, b Batch) error {
 
 // credentialEnv are the sidecar's own credentials, which the app and reload
 // commands do not get.
-var credentialEnv = []string{"VAULT_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}
+var credentialEnv = []string{
+	"VAULT_TOKEN",
+	"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+	"AWS_CONTAINER_AUTHORIZATION_TOKEN", // ECS / EKS Pod Identity
+}
 
 // ChildEnv returns env without the sidecar's credentials.
 func ChildEnv(env []string) []string {

@@ -237,6 +237,9 @@ func (s *Supervisor) Notify(ctx context.Context, _ Batch) error {
 func (s *Supervisor) Forward(sig os.Signal) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if sig == syscall.SIGTERM {
+		sig = s.stopSig // the app's own way to stop, like a restart uses
+	}
 	terminating := sig == syscall.SIGTERM || sig == syscall.SIGINT || sig == syscall.SIGQUIT || sig == s.stopSig
 	if terminating && !s.stopping {
 		s.stopping = true

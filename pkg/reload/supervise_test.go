@@ -191,3 +191,26 @@ func TestSuperviseStartFails(t *testing.T) {
 		t.Error("SIGKILL accepted")
 	}
 }
+
+// TestSuperviseStopSignal: the sidecar's SIGTERM reaches the app as its
+// configured stop signal, the same one a restart uses.
+func TestSuperviseStopSignal(t *testing.T) {
+	sup, lines := supervised(t, []string{counterApp(t), "-exit-code", "5"}, SupervisorOptions{StopSignal: "SIGINT"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := sup.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expectLine(t, lines, "ready")
+	if err := sup.Forward(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	expectLine(t, lines, "hup 1")
+	if err := sup.Forward(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	expectLine(t, lines, "term interrupt")
+	if code := waitCode(t, sup); code != 5 {
+		t.Fatalf("exit code %d, want 5", code)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -140,6 +141,12 @@ func TestSupervise(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the app to get SIGHUP", func() bool { return strings.Contains(s.out.String(), "hup 1") })
+	// A SIGHUP to the sidecar is passed on, not fatal: the app must never be
+	// orphaned by a signal that would end the sidecar.
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the forwarded SIGHUP", func() bool { return strings.Contains(s.out.String(), "hup 2") })
 	if code := s.stop(); code != 7 {
 		t.Fatalf("sidecar exit %d, want the app's 7", code)
 	}
