@@ -322,7 +322,7 @@ func cmdEnv(args []string, stdout, stderr io.Writer) error {
 	type line struct{ name, path, note string }
 	var lines []line
 	for _, s := range cfg.Secrets {
-		if p := cfg.TargetPath(s); expands(s.Ref) {
+		if p := cfg.TargetPath(s); expands(s) {
 			lines = append(lines, line{note: fmt.Sprintf("%s expands to one %s_<KEY>_FILE=%s_<key> per entry of %s", s.Name, s.Name, p, s.Ref)})
 		} else {
 			lines = append(lines, line{name: cfg.EnvName(s), path: p})
@@ -342,25 +342,19 @@ func cmdEnv(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// expands reports whether a ref names many values (a directory, a recursive
-// parameter path, a split Vault object, a PKI certificate) whose file names
-// are only known after a fetch. It may stat a file ref's path, nothing more.
-func expands(r sources.Ref) bool {
-	if r.Field != "" {
-		return false
+// expands reports whether a secret is written as several files whose names
+// are known only after a fetch. Beyond the ref's syntax it stats a file
+// ref's path, so a directory written without its trailing slash counts too.
+func expands(s config.Secret) bool {
+	if s.Bundle != "" {
+		return false // a bundle member is one file; config refuses the rest
 	}
-	switch r.Kind {
-	case sources.File:
-		if strings.HasSuffix(r.Path, "/") {
-			return true
-		}
-		fi, err := os.Stat(r.Path)
+	if s.Ref.Expands() {
+		return true
+	}
+	if s.Ref.Kind == sources.File && s.Ref.Field == "" {
+		fi, err := os.Stat(s.Ref.Path)
 		return err == nil && fi.IsDir()
-	case sources.AWSSSM:
-		return r.Param("recursive") == "true"
-	case sources.Vault:
-		// The mount type is known only at run time; MOUNT/issue/ROLE is PKI.
-		return r.Param("split") == "true" || strings.Contains("/"+r.SubPath(), "/issue/")
 	}
 	return false
 }

@@ -271,27 +271,24 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 	return s, nameN, targetN, bundleN
 }
 
-// expands says what makes a ref sure to expand into several files (one
-// per field) and how to name one value instead, or returns "", "". A file
-// ref without a trailing slash may still name a directory: only the run
-// time can tell.
+// expands says what makes a ref expand into several files (one per field)
+// and how to name one value instead, or returns "", "" (sources.Ref.Expands
+// decides; this only words it).
 func expands(r sources.Ref) (what, fix string) {
-	switch {
-	case r.Kind == sources.File && strings.HasSuffix(r.Path, "/"):
+	if !r.Expands() {
+		return "", ""
+	}
+	switch r.Kind {
+	case sources.File:
 		return "names a directory (one file per entry)", "name one file in it, without the trailing /"
-	case r.Kind == sources.AWSSSM && r.Param("recursive") == "true":
+	case sources.AWSSSM:
 		return "reads every parameter under a path (?recursive=true, one file each)", "name one parameter"
-	case r.Kind == sources.Vault && r.Field == "" && r.Param("split") == "true":
-		return "writes one file per field (?split=true without #field)", "add #field, or drop ?split=true to get the whole secret as one JSON file"
-	case r.Kind == sources.Vault && r.Field == "" && slices.ContainsFunc(pkiParams, r.Query.Has):
+	}
+	if r.IsPKIIssue() {
 		return "issues a certificate whose fields are written one file each", "add #certificate, #private_key, #ca_chain or #issuing_ca"
 	}
-	return "", ""
+	return "writes one file per field (?split=true without #field)", "add #field, or drop ?split=true to get the whole secret as one JSON file"
 }
-
-// pkiParams are the ref parameters of a Vault PKI issue path, whose object
-// has fields only.
-var pkiParams = []string{"common_name", "alt_names", "ip_sans", "uri_sans", "ttl"}
 
 // quoteName quotes a file or bundle name for a message, cut short when
 // long.

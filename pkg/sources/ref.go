@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -66,6 +67,37 @@ func (r Ref) Mount() string {
 func (r Ref) SubPath() string {
 	_, p, _ := strings.Cut(r.Path, "/")
 	return p
+}
+
+// PKIParams are the query keys of a Vault PKI issue ref
+// (vault://MOUNT/issue/ROLE?common_name=…), passed to Vault as they are.
+var PKIParams = []string{"common_name", "alt_names", "ip_sans", "uri_sans", "ttl"}
+
+// IsPKIIssue reports whether a vault ref issues a certificate: its path is
+// MOUNT/issue/ROLE or it carries PKI parameters. (The mount's type, known
+// only at run time, has the last word.)
+func (r Ref) IsPKIIssue() bool {
+	return r.Kind == Vault && (strings.HasPrefix(r.SubPath(), "issue/") || slices.ContainsFunc(PKIParams, r.Query.Has))
+}
+
+// Expands reports whether the ref, as written, names several values that
+// are written one file each: a directory ending in /, a recursive SSM path,
+// a Vault secret with ?split=true or a PKI certificate, all without #field.
+// A file ref without the trailing slash may still name a directory; only a
+// look at the file system tells.
+func (r Ref) Expands() bool {
+	if r.Field != "" {
+		return false
+	}
+	switch r.Kind {
+	case File:
+		return strings.HasSuffix(r.Path, "/")
+	case AWSSSM:
+		return r.Param("recursive") == "true"
+	case Vault:
+		return r.Param("split") == "true" || r.IsPKIIssue()
+	}
+	return false
 }
 
 // ErrRef marks every ref syntax error.

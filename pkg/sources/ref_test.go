@@ -115,3 +115,28 @@ func FuzzParseRef(f *testing.F) {
 		}
 	})
 }
+
+func TestExpands(t *testing.T) {
+	for in, want := range map[string]bool{
+		"file:///k8s/redis/":                true,
+		"file:///k8s/redis/password":        false,
+		"aws-ssm:///phase/?recursive=true":  true,
+		"aws-ssm:///phase/db":               false,
+		"vault://secret/app":                false, // one JSON file
+		"vault://secret/app?split=true":     true,
+		"vault://secret/app?split=true#k":   false,
+		"vault://pki/issue/web":             true,
+		"vault://pki/issue/web#certificate": false,
+		"vault://pki2/x?common_name=a.test": true,
+		"vault://secret/apps/issue/tracker": false, // "issue" is not right after the mount
+		"aws-sm://prod/db":                  false,
+	} {
+		r, err := ParseRef(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Expands(); got != want {
+			t.Errorf("%s: Expands = %v, want %v", in, got, want)
+		}
+	}
+}

@@ -397,11 +397,8 @@ func (s *Source) keepLease(ctx context.Context, ref sources.Ref, l *leased) (sou
 	return obj, true
 }
 
-// pkiParams are the ref query keys passed to MOUNT/issue/ROLE.
-var pkiParams = []string{"common_name", "alt_names", "ip_sans", "uri_sans", "ttl"}
-
 func hasPKIParams(ref sources.Ref) bool {
-	for _, k := range pkiParams {
+	for _, k := range sources.PKIParams {
 		if ref.Query.Has(k) {
 			return true
 		}
@@ -423,7 +420,7 @@ func (s *Source) issue(ctx context.Context, ref sources.Ref) (sources.Object, er
 		return l.obj, nil
 	}
 	data := map[string]any{}
-	for _, k := range pkiParams {
+	for _, k := range sources.PKIParams {
 		if v := ref.Param(k); v != "" {
 			data[k] = v
 		}
