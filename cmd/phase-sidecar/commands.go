@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -392,10 +393,16 @@ func cmdHealth(args []string, stdout, stderr io.Writer) error {
 	var listen string
 	fs := newFlags("health", "health --config FILE [--listen ADDR]", stderr, &c, false)
 	fs.StringVar(&listen, "listen", "", "the sidecar's listen address (default: listen: from the config)")
-	if err := parse(fs, args, &c); err != nil {
-		return err
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
 	}
 	if listen == "" {
+		if c.config == "" {
+			return usageError{errors.New("give --config FILE (or PHASE_SIDECAR_CONFIG), or --listen ADDR")}
+		}
 		cfg, err := config.Load(c.config)
 		if err != nil {
 			return usageError{err}
@@ -406,8 +413,12 @@ func cmdHealth(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{fmt.Errorf("listen address %q: %w", listen, err)}
 	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+	// A wildcard listener is asked on loopback, in its own address family.
+	switch ip := net.ParseIP(host); {
+	case host == "" || ip != nil && ip.IsUnspecified() && ip.To4() != nil:
 		host = "127.0.0.1"
+	case ip != nil && ip.IsUnspecified():
+		host = "::1"
 	}
 	url := "http://" + net.JoinHostPort(host, port) + "/readyz"
 	client := &http.Client{Timeout: 3 * time.Second}
