@@ -125,3 +125,12 @@ func TestExecCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestChildEnvDropsCredentials(t *testing.T) {
+	got := ChildEnv([]string{"PATH=/bin", "VAULT_TOKEN=s.x", "AWS_SECRET_ACCESS_KEY=k", "AWS_REGION=eu-west-1",
+		"AWS_CONTAINER_AUTHORIZATION_TOKEN=t", "VAULT_TOKEN_FILE_LIKE=kept", "HOME=/root"})
+	want := []string{"PATH=/bin", "AWS_REGION=eu-west-1", "VAULT_TOKEN_FILE_LIKE=kept", "HOME=/root"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("ChildEnv = %v, want %v", got, want)
+	}
+}
