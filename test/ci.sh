@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CI="${CI:-}"
+export DEBIAN_FRONTEND=noninteractive # apt-get in the tool scripts never prompts
 fuzztime="${FUZZTIME:-10s}"
 log=$(mktemp -d -t phase-sidecar-ci.XXXXXX)
 step() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
