@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -265,8 +266,8 @@ func TestParseDefaults(t *testing.T) {
 			AWS:   &AWS{Credentials: "imds"},
 		},
 		Secrets: []Secret{
-			{Name: "Db_Password", Ref: mustRef(t, "vault://secret/db#password"), File: "db_password", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{3, 5}},
-			{Name: "KEY", Ref: mustRef(t, "aws-sm://k"), File: "key", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{4, 5}},
+			{Name: "Db_Password", Ref: testenv.Ref(t, "vault://secret/db#password"), File: "db_password", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{3, 5}},
+			{Name: "KEY", Ref: testenv.Ref(t, "aws-sm://k"), File: "key", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{4, 5}},
 		},
 		Reload: Reload{Coalesce: time.Second, MaxWait: 10 * time.Second,
 			Supervise: Supervise{Signal: "SIGHUP", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second}},
@@ -277,15 +278,6 @@ func TestParseDefaults(t *testing.T) {
 	if got := c.Kinds(); !slices.Equal(got, []string{sources.Vault, sources.AWSSM}) {
 		t.Errorf("Kinds() = %v", got)
 	}
-}
-
-func mustRef(t *testing.T, s string) sources.Ref {
-	t.Helper()
-	r, err := sources.ParseRef(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 func TestParseFull(t *testing.T) {

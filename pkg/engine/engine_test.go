@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,15 +64,6 @@ func (f *fakeBatcher) FetchBatch(ctx context.Context, refs []sources.Ref) []sour
 	f.batches = append(f.batches, keys)
 	f.mu.Unlock()
 	return out
-}
-
-func mustRef(t *testing.T, s string) sources.Ref {
-	t.Helper()
-	r, err := sources.ParseRef(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 type fixture struct {
@@ -141,9 +133,9 @@ func kv(fields map[string]string) sources.Object {
 
 func TestOneFetchPerObject(t *testing.T) {
 	f := newFixture(t,
-		config.Secret{Name: "A", Ref: mustRef(t, "vault://secret/app#a"), Required: true},
-		config.Secret{Name: "B", Ref: mustRef(t, "vault://secret/app#b"), Required: true},
-		config.Secret{Name: "C", Ref: mustRef(t, "vault://secret/other#c"), Required: true},
+		config.Secret{Name: "A", Ref: testenv.Ref(t, "vault://secret/app#a"), Required: true},
+		config.Secret{Name: "B", Ref: testenv.Ref(t, "vault://secret/app#b"), Required: true},
+		config.Secret{Name: "C", Ref: testenv.Ref(t, "vault://secret/other#c"), Required: true},
 	)
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
 		return kv(map[string]string{"a": "1", "b": "2", "c": "3"}), nil
@@ -165,7 +157,7 @@ func TestOneFetchPerObject(t *testing.T) {
 func TestBatching(t *testing.T) {
 	var secrets []config.Secret
 	for _, n := range []string{"A", "B", "C"} {
-		secrets = append(secrets, config.Secret{Name: n, Ref: mustRef(t, "aws-sm://prod/"+n), Required: true})
+		secrets = append(secrets, config.Secret{Name: n, Ref: testenv.Ref(t, "aws-sm://prod/"+n), Required: true})
 	}
 	f := newFixture(t, secrets...)
 	src := &fakeBatcher{fakeSource: fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
@@ -184,7 +176,7 @@ func TestBatching(t *testing.T) {
 }
 
 func TestErrorKeepsLastGoodFile(t *testing.T) {
-	f := newFixture(t, config.Secret{Name: "A", Ref: mustRef(t, "vault://secret/app#a"), Required: true})
+	f := newFixture(t, config.Secret{Name: "A", Ref: testenv.Ref(t, "vault://secret/app#a"), Required: true})
 	var fail bool
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
 		if fail {
@@ -213,8 +205,8 @@ func TestErrorKeepsLastGoodFile(t *testing.T) {
 
 func TestReadiness(t *testing.T) {
 	f := newFixture(t,
-		config.Secret{Name: "REQ", Ref: mustRef(t, "vault://secret/req#a"), Required: true},
-		config.Secret{Name: "OPT", Ref: mustRef(t, "vault://secret/opt#a"), Required: false},
+		config.Secret{Name: "REQ", Ref: testenv.Ref(t, "vault://secret/req#a"), Required: true},
+		config.Secret{Name: "OPT", Ref: testenv.Ref(t, "vault://secret/opt#a"), Required: false},
 	)
 	var reqMissing = true
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
@@ -244,8 +236,8 @@ func TestReadiness(t *testing.T) {
 
 func TestChangesAndInitial(t *testing.T) {
 	f := newFixture(t,
-		config.Secret{Name: "A", Ref: mustRef(t, "vault://secret/app#a"), Required: true},
-		config.Secret{Name: "B", Ref: mustRef(t, "vault://secret/app#b"), Required: true},
+		config.Secret{Name: "A", Ref: testenv.Ref(t, "vault://secret/app#a"), Required: true},
+		config.Secret{Name: "B", Ref: testenv.Ref(t, "vault://secret/app#b"), Required: true},
 	)
 	val := "1"
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
@@ -274,8 +266,8 @@ func TestChangesAndInitial(t *testing.T) {
 
 func TestBundleWrittenTogether(t *testing.T) {
 	f := newFixture(t,
-		config.Secret{Name: "TLS_CERT", File: "tls.crt", Bundle: "tls", Ref: mustRef(t, "file:///certs/cert.pem"), Required: true},
-		config.Secret{Name: "TLS_KEY", File: "tls.key", Bundle: "tls", Ref: mustRef(t, "file:///certs/key.pem"), Required: true},
+		config.Secret{Name: "TLS_CERT", File: "tls.crt", Bundle: "tls", Ref: testenv.Ref(t, "file:///certs/cert.pem"), Required: true},
+		config.Secret{Name: "TLS_KEY", File: "tls.key", Bundle: "tls", Ref: testenv.Ref(t, "file:///certs/key.pem"), Required: true},
 	)
 	gen := "1"
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
@@ -295,8 +287,8 @@ func TestBundleWrittenTogether(t *testing.T) {
 
 func TestBundleNotWrittenWhenAMemberFails(t *testing.T) {
 	f := newFixture(t,
-		config.Secret{Name: "TLS_CERT", File: "tls.crt", Bundle: "tls", Ref: mustRef(t, "file:///certs/cert.pem"), Required: true},
-		config.Secret{Name: "TLS_KEY", File: "tls.key", Bundle: "tls", Ref: mustRef(t, "file:///certs/key.pem"), Required: true},
+		config.Secret{Name: "TLS_CERT", File: "tls.crt", Bundle: "tls", Ref: testenv.Ref(t, "file:///certs/cert.pem"), Required: true},
+		config.Secret{Name: "TLS_KEY", File: "tls.key", Bundle: "tls", Ref: testenv.Ref(t, "file:///certs/key.pem"), Required: true},
 	)
 	gen, keyFails := "1", false
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
@@ -315,7 +307,7 @@ func TestBundleNotWrittenWhenAMemberFails(t *testing.T) {
 }
 
 func TestExpandingObject(t *testing.T) {
-	f := newFixture(t, config.Secret{Name: "REDIS", Ref: mustRef(t, "file:///k8s/redis/"), Required: true})
+	f := newFixture(t, config.Secret{Name: "REDIS", Ref: testenv.Ref(t, "file:///k8s/redis/"), Required: true})
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
 		return kv(map[string]string{"password": "p", "user name": "u"}), nil
 	}}
@@ -361,7 +353,7 @@ func TestBackoffBounds(t *testing.T) {
 }
 
 func TestRefreshAtSchedulesLease(t *testing.T) {
-	f := newFixture(t, config.Secret{Name: "DB", Ref: mustRef(t, "vault://database/creds/app#password"), Required: true})
+	f := newFixture(t, config.Secret{Name: "DB", Ref: testenv.Ref(t, "vault://database/creds/app#password"), Required: true})
 	renewAt := time.Now().Add(10 * time.Second)
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
 		o := kv(map[string]string{"password": "x"})
@@ -396,7 +388,7 @@ func (f *fakeWatcher) Watch(ctx context.Context, refs []sources.Ref, wake func(s
 }
 
 func TestRunHintAndShutdown(t *testing.T) {
-	f := newFixture(t, config.Secret{Name: "A", Ref: mustRef(t, "file:///src/a"), Required: true})
+	f := newFixture(t, config.Secret{Name: "A", Ref: testenv.Ref(t, "file:///src/a"), Required: true})
 	var mu sync.Mutex
 	val := "1"
 	src := &fakeWatcher{wake: make(chan func(sources.Ref), 1)}
@@ -417,7 +409,7 @@ func TestRunHintAndShutdown(t *testing.T) {
 	mu.Lock()
 	val = "2"
 	mu.Unlock()
-	wake(mustRef(t, "file:///src/a"))
+	wake(testenv.Ref(t, "file:///src/a"))
 	c := <-f.changes
 	if c.Initial || c.Secrets[0] != "A" {
 		t.Fatalf("change = %+v", c)
@@ -432,7 +424,7 @@ func TestRunHintAndShutdown(t *testing.T) {
 }
 
 func TestUnavailableSource(t *testing.T) {
-	f := newFixture(t, config.Secret{Name: "A", Ref: mustRef(t, "aws-ssm:///a"), Required: true})
+	f := newFixture(t, config.Secret{Name: "A", Ref: testenv.Ref(t, "aws-ssm:///a"), Required: true})
 	_, err := New(Options{Config: f.cfg, Sources: map[string]sources.Source{}, Metrics: f.m})
 	if err == nil || !strings.Contains(err.Error(), "not available in this build/config") {
 		t.Fatalf("New = %v", err)
@@ -459,7 +451,7 @@ func (f *failingSink) Write(file sink.File) (bool, error) {
 }
 
 func TestWriteErrorCountedAndRetried(t *testing.T) {
-	f := newFixture(t, config.Secret{Name: "A", Ref: mustRef(t, "vault://secret/app#a"), Required: true})
+	f := newFixture(t, config.Secret{Name: "A", Ref: testenv.Ref(t, "vault://secret/app#a"), Required: true})
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
 		return kv(map[string]string{"a": "v"}), nil
 	}}
@@ -496,8 +488,8 @@ func TestWriteErrorCountedAndRetried(t *testing.T) {
 
 func TestBundleNotWrittenWhenAMemberCannotBeSelected(t *testing.T) {
 	f := newFixture(t,
-		config.Secret{Name: "TLS_CERT", File: "tls.crt", Bundle: "tls", Ref: mustRef(t, "aws-sm://tls#cert"), Required: true},
-		config.Secret{Name: "TLS_KEY", File: "tls.key", Bundle: "tls", Ref: mustRef(t, "aws-sm://tls#key"), Required: true},
+		config.Secret{Name: "TLS_CERT", File: "tls.crt", Bundle: "tls", Ref: testenv.Ref(t, "aws-sm://tls#cert"), Required: true},
+		config.Secret{Name: "TLS_KEY", File: "tls.key", Bundle: "tls", Ref: testenv.Ref(t, "aws-sm://tls#key"), Required: true},
 	)
 	payload := `{"cert":"c1","key":"k1"}`
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
@@ -514,10 +506,10 @@ func TestBundleNotWrittenWhenAMemberCannotBeSelected(t *testing.T) {
 
 func TestExpansionCollisions(t *testing.T) {
 	f := newFixture(t,
-		config.Secret{Name: "REDIS_PASSWORD", Ref: mustRef(t, "file:///plain"), Required: true},
-		config.Secret{Name: "REDIS", Ref: mustRef(t, "file:///k8s/redis/"), Required: true},
-		config.Secret{Name: "DUP", Ref: mustRef(t, "file:///k8s/dup/"), Required: false},
-		config.Secret{Name: "DOTS", Ref: mustRef(t, "file:///k8s/dots/"), Required: true},
+		config.Secret{Name: "REDIS_PASSWORD", Ref: testenv.Ref(t, "file:///plain"), Required: true},
+		config.Secret{Name: "REDIS", Ref: testenv.Ref(t, "file:///k8s/redis/"), Required: true},
+		config.Secret{Name: "DUP", Ref: testenv.Ref(t, "file:///k8s/dup/"), Required: false},
+		config.Secret{Name: "DOTS", Ref: testenv.Ref(t, "file:///k8s/dots/"), Required: true},
 	)
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
 		switch ref.Path {
@@ -549,7 +541,7 @@ func TestExpansionCollisions(t *testing.T) {
 }
 
 func TestInitialOnlyForNewTargets(t *testing.T) {
-	f := newFixture(t, config.Secret{Name: "A", Ref: mustRef(t, "vault://secret/app#a"), Required: true})
+	f := newFixture(t, config.Secret{Name: "A", Ref: testenv.Ref(t, "vault://secret/app#a"), Required: true})
 	// A sidecar restarted next to a running app finds the old value on disk.
 	if err := os.WriteFile(filepath.Join(f.dir, "a"), []byte("old"), 0o440); err != nil {
 		t.Fatal(err)
@@ -566,8 +558,8 @@ func TestInitialOnlyForNewTargets(t *testing.T) {
 
 func TestStaleAfterMaxStale(t *testing.T) {
 	f := newFixture(t,
-		config.Secret{Name: "A", Ref: mustRef(t, "vault://secret/a#a"), Required: true, MaxStale: time.Minute},
-		config.Secret{Name: "B", Ref: mustRef(t, "vault://secret/b#a"), Required: true}, // default: 3 × refresh
+		config.Secret{Name: "A", Ref: testenv.Ref(t, "vault://secret/a#a"), Required: true, MaxStale: time.Minute},
+		config.Secret{Name: "B", Ref: testenv.Ref(t, "vault://secret/b#a"), Required: true}, // default: 3 × refresh
 	)
 	fail := false
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
@@ -603,9 +595,9 @@ func TestStaleAfterMaxStale(t *testing.T) {
 
 func TestExpansionNeverTakesABundleOrWritesHalf(t *testing.T) {
 	f := newFixture(t,
-		config.Secret{Name: "X", Ref: mustRef(t, "file:///k8s/x/"), Required: false},
-		config.Secret{Name: "CERT", File: "tls.crt", Bundle: "x_b", Ref: mustRef(t, "file:///cert"), Required: true},
-		config.Secret{Name: "LONG", Ref: mustRef(t, "file:///k8s/long/"), Required: false},
+		config.Secret{Name: "X", Ref: testenv.Ref(t, "file:///k8s/x/"), Required: false},
+		config.Secret{Name: "CERT", File: "tls.crt", Bundle: "x_b", Ref: testenv.Ref(t, "file:///cert"), Required: true},
+		config.Secret{Name: "LONG", Ref: testenv.Ref(t, "file:///k8s/long/"), Required: false},
 	)
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
 		switch ref.Path {

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"strconv"
 	"testing"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
 // CI reports whether the tests run under CI (CI set and not "false").
@@ -61,4 +63,24 @@ func FreePort(t testing.TB) int {
 // Addr returns "127.0.0.1:PORT" for a free port.
 func Addr(t testing.TB) string {
 	return "127.0.0.1:" + strconv.Itoa(FreePort(t))
+}
+
+// Ref parses a ref the test knows to be valid.
+func Ref(t testing.TB, s string) sources.Ref {
+	t.Helper()
+	r, err := sources.ParseRef(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// Reveal selects field from a fetched object and returns its plaintext.
+func Reveal(t testing.TB, o sources.Object, field string) string {
+	t.Helper()
+	v, err := o.Select(field)
+	if err != nil {
+		t.Fatalf("select %q: %v", field, err)
+	}
+	return string(v.Reveal())
 }

@@ -2,6 +2,7 @@ package aws
 
 import (
 	"fmt"
+	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -28,8 +29,8 @@ func BenchmarkRefreshCycle(b *testing.B) {
 			seed.secret(b, name, fmt.Sprintf(`{"password":"p-%03d"}`, i), nil)
 			seed.param(b, fmt.Sprintf("/bench/ssm/%03d", i), fmt.Sprintf("v-%03d", i), ssmtypes.ParameterTypeSecureString, true)
 		}
-		smRefs = append(smRefs, mustRef(b, "aws-sm://"+name+"#password"))
-		ssmRefs = append(ssmRefs, mustRef(b, fmt.Sprintf("aws-ssm:///bench/ssm/%03d", i)))
+		smRefs = append(smRefs, testenv.Ref(b, "aws-sm://"+name+"#password"))
+		ssmRefs = append(ssmRefs, testenv.Ref(b, fmt.Sprintf("aws-ssm:///bench/ssm/%03d", i)))
 	}
 	rec := newRecorder()
 	src := newIntegrationSource(b, md, moto, config.AWS{Region: testRegion}, rec, nil)

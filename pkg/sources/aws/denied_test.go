@@ -60,7 +60,7 @@ func TestIntegrationAccessDenied(t *testing.T) {
 
 	src := newIntegrationSource(t, md, moto, config.AWS{Region: testRegion}, nil, nil)
 	ctx := testCtx(t)
-	ref := mustRef(t, "aws-sm://prod/phase/denied#password")
+	ref := testenv.Ref(t, "aws-sm://prod/phase/denied#password")
 	_, err = src.SecretsManager().Fetch(ctx, ref)
 	if !errors.Is(err, sources.ErrPermission) {
 		t.Fatalf("Fetch: %v, want ErrPermission", err)
@@ -78,7 +78,7 @@ func TestIntegrationAccessDenied(t *testing.T) {
 	}
 
 	// The role may read SSM: a missing parameter is not found, not denied.
-	_, err = src.SSM().Fetch(ctx, mustRef(t, "aws-ssm:///phase/none"))
+	_, err = src.SSM().Fetch(ctx, testenv.Ref(t, "aws-ssm:///phase/none"))
 	if !errors.Is(err, sources.ErrNotFound) {
 		t.Errorf("SSM: %v, want ErrNotFound", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"net"
 	"strings"
 	"testing"
@@ -117,24 +118,6 @@ func newIntegrationSource(t testing.TB, md *servers.IMDS, moto string, cfg confi
 	return s
 }
 
-func mustRef(t testing.TB, s string) sources.Ref {
-	t.Helper()
-	r, err := sources.ParseRef(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func reveal(t testing.TB, o sources.Object, field string) string {
-	t.Helper()
-	v, err := o.Select(field)
-	if err != nil {
-		t.Fatalf("select %q: %v", field, err)
-	}
-	return string(v.Reveal())
-}
-
 func TestIntegrationSecretsManagerThroughAssumeRole(t *testing.T) {
 	t.Parallel()
 	moto, md := sharedMoto(t), sharedMetadataMock(t)
@@ -171,36 +154,36 @@ func TestIntegrationSecretsManagerThroughAssumeRole(t *testing.T) {
 	}
 	sm := src.SecretsManager()
 
-	o, err := sm.Fetch(ctx, mustRef(t, "aws-sm://"+name+"#password"))
+	o, err := sm.Fetch(ctx, testenv.Ref(t, "aws-sm://"+name+"#password"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := reveal(t, o, "password"); got != "first-pass" || o.Version != v1 {
+	if got := testenv.Reveal(t, o, "password"); got != "first-pass" || o.Version != v1 {
 		t.Fatalf("first read: %q version %q, want first-pass %q", got, o.Version, v1)
 	}
 
 	// Rotation the way moto can do it: PutSecretValue moves AWSCURRENT.
 	v2 := seed.rotate(t, name, `{"password":"second-pass","user":"phase"}`)
-	o, err = sm.Fetch(ctx, mustRef(t, "aws-sm://"+name+"#password"))
+	o, err = sm.Fetch(ctx, testenv.Ref(t, "aws-sm://"+name+"#password"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := reveal(t, o, "password"); got != "second-pass" || o.Version != v2 || v2 == v1 {
+	if got := testenv.Reveal(t, o, "password"); got != "second-pass" || o.Version != v2 || v2 == v1 {
 		t.Fatalf("after rotation: %q version %q, want second-pass %q (old %q)", got, o.Version, v2, v1)
 	}
-	prev, err := sm.Fetch(ctx, mustRef(t, "aws-sm://"+name+"?stage=AWSPREVIOUS#password"))
+	prev, err := sm.Fetch(ctx, testenv.Ref(t, "aws-sm://"+name+"?stage=AWSPREVIOUS#password"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := reveal(t, prev, "password"); got != "first-pass" || prev.Version != v1 {
+	if got := testenv.Reveal(t, prev, "password"); got != "first-pass" || prev.Version != v1 {
 		t.Fatalf("AWSPREVIOUS: %q version %q, want first-pass %q", got, prev.Version, v1)
 	}
-	byID, err := sm.Fetch(ctx, mustRef(t, "aws-sm://"+name+"?version_id="+v1))
+	byID, err := sm.Fetch(ctx, testenv.Ref(t, "aws-sm://"+name+"?version_id="+v1))
 	if err != nil || byID.Version != v1 {
 		t.Fatalf("version_id: %v version %q", err, byID.Version)
 	}
 
-	bin, err := sm.Fetch(ctx, mustRef(t, "aws-sm://"+binName))
+	bin, err := sm.Fetch(ctx, testenv.Ref(t, "aws-sm://"+binName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +191,7 @@ func TestIntegrationSecretsManagerThroughAssumeRole(t *testing.T) {
 		t.Fatalf("binary: %q version %q", got, bin.Version)
 	}
 
-	_, err = sm.Fetch(ctx, mustRef(t, "aws-sm://prod/phase/missing-"+t.Name()))
+	_, err = sm.Fetch(ctx, testenv.Ref(t, "aws-sm://prod/phase/missing-"+t.Name()))
 	if !errors.Is(err, sources.ErrNotFound) || !strings.Contains(err.Error(), "missing-") {
 		t.Fatalf("missing secret: %v, want ErrNotFound naming the secret", err)
 	}
@@ -216,11 +199,11 @@ func TestIntegrationSecretsManagerThroughAssumeRole(t *testing.T) {
 	// A batch answers the same, in one call for up to 20 secrets.
 	rec.reset()
 	res := sm.(sources.Batcher).FetchBatch(ctx, []sources.Ref{
-		mustRef(t, "aws-sm://"+name+"#user"),
-		mustRef(t, "aws-sm://"+binName),
-		mustRef(t, "aws-sm://prod/phase/missing-"+t.Name()),
+		testenv.Ref(t, "aws-sm://"+name+"#user"),
+		testenv.Ref(t, "aws-sm://"+binName),
+		testenv.Ref(t, "aws-sm://prod/phase/missing-"+t.Name()),
 	})
-	if res[0].Err != nil || reveal(t, res[0].Object, "user") != "phase" || res[0].Object.Version != v2 {
+	if res[0].Err != nil || testenv.Reveal(t, res[0].Object, "user") != "phase" || res[0].Object.Version != v2 {
 		t.Errorf("batch[0]: %+v", res[0])
 	}
 	if res[1].Err != nil || res[1].Object.Version != binVersion {
@@ -264,7 +247,7 @@ func TestIntegrationSSM(t *testing.T) {
 	ctx := testCtx(t)
 	p := src.SSM()
 
-	o, err := p.Fetch(ctx, mustRef(t, "aws-ssm://"+base+"/google/client_secret"))
+	o, err := p.Fetch(ctx, testenv.Ref(t, "aws-ssm://"+base+"/google/client_secret"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +257,7 @@ func TestIntegrationSSM(t *testing.T) {
 	if src.Region() != testRegion {
 		t.Errorf("region %q, want %q from IMDS placement", src.Region(), testRegion)
 	}
-	list, err := p.Fetch(ctx, mustRef(t, "aws-ssm://"+base+"/hosts"))
+	list, err := p.Fetch(ctx, testenv.Ref(t, "aws-ssm://"+base+"/hosts"))
 	if err != nil || string(list.Value.Reveal()) != "a.example,b.example" {
 		t.Fatalf("StringList: %v %q", err, list.Value.Reveal())
 	}
@@ -283,32 +266,32 @@ func TestIntegrationSSM(t *testing.T) {
 	if v := seed.param(t, base+"/google/client_secret", "s3cr3t-two", ssmtypes.ParameterTypeSecureString, true); v != 2 {
 		t.Fatalf("overwrite gave version %d", v)
 	}
-	o, err = p.Fetch(ctx, mustRef(t, "aws-ssm://"+base+"/google/client_secret"))
+	o, err = p.Fetch(ctx, testenv.Ref(t, "aws-ssm://"+base+"/google/client_secret"))
 	if err != nil || string(o.Value.Reveal()) != "s3cr3t-two" || o.Version != "2" {
 		t.Fatalf("after overwrite: %v %q version %q", err, o.Value.Reveal(), o.Version)
 	}
-	old, err := p.Fetch(ctx, mustRef(t, "aws-ssm://"+base+"/google/client_secret?version=1"))
+	old, err := p.Fetch(ctx, testenv.Ref(t, "aws-ssm://"+base+"/google/client_secret?version=1"))
 	if err != nil || string(old.Value.Reveal()) != "s3cr3t-one" || old.Version != "1" {
 		t.Fatalf("?version=1: %v %q version %q", err, old.Value.Reveal(), old.Version)
 	}
 
 	rec.reset()
-	tree, err := p.Fetch(ctx, mustRef(t, "aws-ssm://"+base+"/app/?recursive=true"))
+	tree, err := p.Fetch(ctx, testenv.Ref(t, "aws-ssm://"+base+"/app/?recursive=true"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !tree.Expands() || len(tree.Fields) != 13 {
 		t.Fatalf("recursive: expands=%v, %d fields %v", tree.Expands(), len(tree.Fields), tree.Keys())
 	}
-	if got := reveal(t, tree, "nested_p07"); got != "value-07" {
+	if got := testenv.Reveal(t, tree, "nested_p07"); got != "value-07" {
 		t.Errorf("field nested_p07 = %q", got)
 	}
 	if n := rec.count("ssm.GetParametersByPath"); n != 2 {
 		t.Errorf("13 parameters took %d GetParametersByPath pages, want 2", n)
 	}
 	seed.param(t, base+"/app/nested/p03", "changed", ssmtypes.ParameterTypeSecureString, true)
-	tree2, err := p.Fetch(ctx, mustRef(t, "aws-ssm://"+base+"/app/?recursive=true"))
-	if err != nil || tree2.Version == tree.Version || reveal(t, tree2, "nested_p03") != "changed" {
+	tree2, err := p.Fetch(ctx, testenv.Ref(t, "aws-ssm://"+base+"/app/?recursive=true"))
+	if err != nil || tree2.Version == tree.Version || testenv.Reveal(t, tree2, "nested_p03") != "changed" {
 		t.Errorf("recursive after overwrite: %v version %q (was %q)", err, tree2.Version, tree.Version)
 	}
 
@@ -316,9 +299,9 @@ func TestIntegrationSSM(t *testing.T) {
 	rec.reset()
 	var refs []sources.Ref
 	for i := range 11 {
-		refs = append(refs, mustRef(t, fmt.Sprintf("aws-ssm://%s/app/nested/p%02d", base, i)))
+		refs = append(refs, testenv.Ref(t, fmt.Sprintf("aws-ssm://%s/app/nested/p%02d", base, i)))
 	}
-	refs = append(refs, mustRef(t, "aws-ssm://"+base+"/missing"))
+	refs = append(refs, testenv.Ref(t, "aws-ssm://"+base+"/missing"))
 	res := p.(sources.Batcher).FetchBatch(ctx, refs)
 	for i := range 11 {
 		want := fmt.Sprintf("value-%02d", i)
@@ -336,7 +319,7 @@ func TestIntegrationSSM(t *testing.T) {
 		t.Errorf("12 names took %d GetParameters and %d GetParameter calls, want 2 and 0", n, rec.count("ssm.GetParameter"))
 	}
 
-	_, err = p.Fetch(ctx, mustRef(t, "aws-ssm://"+base+"/missing"))
+	_, err = p.Fetch(ctx, testenv.Ref(t, "aws-ssm://"+base+"/missing"))
 	if !errors.Is(err, sources.ErrNotFound) {
 		t.Errorf("missing: %v, want ErrNotFound", err)
 	}
@@ -429,7 +412,7 @@ func TestIntegrationIMDSDiagnosis(t *testing.T) {
 				}
 			}
 			// A fetch reports the same diagnosis.
-			_, err = src.SecretsManager().Fetch(ctx, mustRef(t, "aws-sm://x"))
+			_, err = src.SecretsManager().Fetch(ctx, testenv.Ref(t, "aws-sm://x"))
 			if !errors.As(err, &ie) || ie.Problem != tt.problem {
 				t.Errorf("Fetch: %v; want IMDS problem %d", err, tt.problem)
 			}
@@ -461,7 +444,7 @@ func TestIntegrationDefaultChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := src.SSM().Fetch(testCtx(t), mustRef(t, "aws-ssm:///default-chain/token"))
+	o, err := src.SSM().Fetch(testCtx(t), testenv.Ref(t, "aws-ssm:///default-chain/token"))
 	if err != nil || string(o.Value.Reveal()) != "tok" {
 		t.Fatalf("%v %q", err, o.Value.Reveal())
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"io"
 	"log/slog"
 	"net/http"
@@ -141,7 +142,7 @@ func TestSecretsManagerFetchSelectsVersion(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
 			t.Parallel()
-			ref := mustRef(t, tt.ref)
+			ref := testenv.Ref(t, tt.ref)
 			var got *secretsmanager.GetSecretValueInput
 			sm := &fakeSM{get: func(in *secretsmanager.GetSecretValueInput) (*secretsmanager.GetSecretValueOutput, error) {
 				got = in
@@ -201,13 +202,13 @@ func TestSecretsManagerFetchBatch(t *testing.T) {
 	}
 	var refs []sources.Ref
 	for i := range 43 {
-		refs = append(refs, mustRef(t, fmt.Sprintf("aws-sm://s-%02d#k", i)))
+		refs = append(refs, testenv.Ref(t, fmt.Sprintf("aws-sm://s-%02d#k", i)))
 	}
 	refs = append(refs,
-		mustRef(t, "aws-sm://s-00#other"), // same object, another key: no extra id
-		mustRef(t, "aws-sm://s-missing"),
-		mustRef(t, "aws-sm://s-unanswered"),
-		mustRef(t, "aws-sm://s-01?stage=AWSPREVIOUS"), // not batchable
+		testenv.Ref(t, "aws-sm://s-00#other"), // same object, another key: no extra id
+		testenv.Ref(t, "aws-sm://s-missing"),
+		testenv.Ref(t, "aws-sm://s-unanswered"),
+		testenv.Ref(t, "aws-sm://s-01?stage=AWSPREVIOUS"), // not batchable
 	)
 	res := fakeSource(sm, nil, config.AWS{}).SecretsManager().(sources.Batcher).FetchBatch(context.Background(), refs)
 	if len(res) != len(refs) {
@@ -251,7 +252,7 @@ func TestSecretsManagerBatchDeniedFallsBack(t *testing.T) {
 		},
 	}
 	src := fakeSource(sm, nil, config.AWS{}).SecretsManager().(sources.Batcher)
-	refs := []sources.Ref{mustRef(t, "aws-sm://a"), mustRef(t, "aws-sm://b")}
+	refs := []sources.Ref{testenv.Ref(t, "aws-sm://a"), testenv.Ref(t, "aws-sm://b")}
 	for range 2 {
 		for _, r := range src.FetchBatch(context.Background(), refs) {
 			if r.Err != nil {
@@ -289,9 +290,9 @@ func TestSSMFetchBatch(t *testing.T) {
 	}}
 	var refs []sources.Ref
 	for i := range 23 {
-		refs = append(refs, mustRef(t, fmt.Sprintf("aws-ssm:///p/%02d", i)))
+		refs = append(refs, testenv.Ref(t, fmt.Sprintf("aws-ssm:///p/%02d", i)))
 	}
-	refs = append(refs, mustRef(t, "aws-ssm:///p/00?version=2"), mustRef(t, "aws-ssm:///p/01?label=prod"), mustRef(t, "aws-ssm:///missing"))
+	refs = append(refs, testenv.Ref(t, "aws-ssm:///p/00?version=2"), testenv.Ref(t, "aws-ssm:///p/01?label=prod"), testenv.Ref(t, "aws-ssm:///missing"))
 	res := fakeSource(nil, p, config.AWS{}).SSM().(sources.Batcher).FetchBatch(context.Background(), refs)
 	for i := range 25 {
 		if res[i].Err != nil || res[i].Object.Version != "3" {
@@ -346,7 +347,7 @@ func TestSSMByPath(t *testing.T) {
 				}
 				return out, nil
 			}}
-			o, err := fakeSource(nil, p, config.AWS{}).SSM().Fetch(context.Background(), mustRef(t, "aws-ssm:///app/?recursive=true"))
+			o, err := fakeSource(nil, p, config.AWS{}).SSM().Fetch(context.Background(), testenv.Ref(t, "aws-ssm:///app/?recursive=true"))
 			switch {
 			case tt.err != nil:
 				if !errors.Is(err, tt.err) {
@@ -394,7 +395,7 @@ func TestThrottleBacksOffWholeSource(t *testing.T) {
 		return nil, errors.New("unreachable")
 	}}
 	s := fakeSource(sm, p, config.AWS{})
-	_, err := s.SecretsManager().Fetch(context.Background(), mustRef(t, "aws-sm://a"))
+	_, err := s.SecretsManager().Fetch(context.Background(), testenv.Ref(t, "aws-sm://a"))
 	if !errors.Is(err, sources.ErrThrottled) {
 		t.Fatalf("%v, want ErrThrottled", err)
 	}
@@ -404,7 +405,7 @@ func TestThrottleBacksOffWholeSource(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err = s.SSM().Fetch(ctx, mustRef(t, "aws-ssm:///x"))
+	_, err = s.SSM().Fetch(ctx, testenv.Ref(t, "aws-ssm:///x"))
 	if !errors.Is(err, sources.ErrThrottled) {
 		t.Fatalf("SSM during back-off: %v, want ErrThrottled", err)
 	}
@@ -535,11 +536,11 @@ func TestRateLimit(t *testing.T) {
 	s.limiter = rate.NewLimiter(rate.Limit(0.001), 1)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := s.SSM().Fetch(ctx, mustRef(t, "aws-ssm:///x")); err != nil {
+	if _, err := s.SSM().Fetch(ctx, testenv.Ref(t, "aws-ssm:///x")); err != nil {
 		t.Fatal(err)
 	}
 	// The next token is ~1000s away, beyond the deadline: refused at once.
-	_, err := s.SSM().Fetch(ctx, mustRef(t, "aws-ssm:///x"))
+	_, err := s.SSM().Fetch(ctx, testenv.Ref(t, "aws-ssm:///x"))
 	if !errors.Is(err, sources.ErrThrottled) || calls != 1 {
 		t.Fatalf("%v after %d calls, want ErrThrottled after 1", err, calls)
 	}

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,11 +33,11 @@ func newKVFixture(t *testing.T, d *devServer) kvFixture {
 
 func (f kvFixture) fetch(t *testing.T, s *Source) {
 	t.Helper()
-	obj, err := s.Fetch(context.Background(), mustRef(t, f.ref))
+	obj, err := s.Fetch(context.Background(), testenv.Ref(t, f.ref))
 	if err != nil {
 		t.Fatalf("fetch (a gap in the files): %v", err)
 	}
-	if got := reveal(t, obj, "password"); got != "s3cr3t-canary" {
+	if got := testenv.Reveal(t, obj, "password"); got != "s3cr3t-canary" {
 		t.Fatalf("password = %q", got)
 	}
 }
@@ -218,7 +219,7 @@ func TestConcurrentFetchesShareOneLogin(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
-			if _, err := s.Fetch(context.Background(), mustRef(t, f.ref)); err != nil {
+			if _, err := s.Fetch(context.Background(), testenv.Ref(t, f.ref)); err != nil {
 				t.Error(err)
 			}
 		})

@@ -137,7 +137,7 @@ func TestAWSAuth(t *testing.T) {
 
 	// Without the server ID header Vault refuses the login.
 	s = newSource(t, d, config.Vault{Auth: config.VaultAuth{Method: "aws", Mount: mount, Role: "app"}}, Options{AWSCredentials: creds})
-	if _, err := s.Fetch(t.Context(), mustRef(t, f.ref)); err == nil {
+	if _, err := s.Fetch(t.Context(), testenv.Ref(t, f.ref)); err == nil {
 		t.Error("a login without the server ID header succeeded")
 	} else {
 		t.Logf("error: %v", err)

@@ -3,6 +3,7 @@ package vault
 import (
 	"context"
 	"fmt"
+	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"log/slog"
 	"testing"
 
@@ -24,7 +25,7 @@ func kvPaths(b *testing.B, d *devServer, paths, fields int) (mount string, group
 		d.write(b, fmt.Sprintf("%s/data/p%d", mount, p), map[string]any{"data": data})
 		var g []sources.Ref
 		for f := range fields {
-			g = append(g, mustRef(b, fmt.Sprintf("vault://%s/p%d#f%d", mount, p, f)))
+			g = append(g, testenv.Ref(b, fmt.Sprintf("vault://%s/p%d#f%d", mount, p, f)))
 		}
 		groups = append(groups, g)
 	}

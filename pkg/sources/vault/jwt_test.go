@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -87,7 +88,7 @@ func TestJWTAuth(t *testing.T) {
 		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
 	}))
 	s = newSource(t, d, config.Vault{Auth: config.VaultAuth{Method: "jwt", Mount: mount, Role: "app", JWTFile: file}}, Options{})
-	if _, err := s.Fetch(t.Context(), mustRef(t, f.ref)); err == nil {
+	if _, err := s.Fetch(t.Context(), testenv.Ref(t, f.ref)); err == nil {
 		t.Error("a JWT with the wrong subject logged in")
 	}
 }

@@ -33,7 +33,7 @@ func TestKV(t *testing.T) {
 			put(map[string]any{"password": "s3cr3t-canary-1", "port": 5432, "tags": []string{"a", "b"}})
 
 			s := newSource(t, d, config.Vault{}, Options{})
-			whole := mustRef(t, "vault://"+mount+"/app")
+			whole := testenv.Ref(t, "vault://"+mount+"/app")
 			obj, err := s.Fetch(ctx, whole)
 			if err != nil {
 				t.Fatal(err)
@@ -44,7 +44,7 @@ func TestKV(t *testing.T) {
 				"tags":     `["a","b"]`,
 				"":         `{"password":"s3cr3t-canary-1","port":5432,"tags":["a","b"]}`,
 			} {
-				if got := reveal(t, obj, field); got != want {
+				if got := testenv.Reveal(t, obj, field); got != want {
 					t.Errorf("field %q = %q, want %q", field, got, want)
 				}
 			}
@@ -68,7 +68,7 @@ func TestKV(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := reveal(t, obj, "password"); got != "s3cr3t-canary-2" {
+			if got := testenv.Reveal(t, obj, "password"); got != "s3cr3t-canary-2" {
 				t.Errorf("after update password = %q", got)
 			}
 			if obj.Version == v1 {
@@ -76,7 +76,7 @@ func TestKV(t *testing.T) {
 			}
 
 			// Each field as its own target.
-			split, err := s.Fetch(ctx, mustRef(t, "vault://"+mount+"/app?split=true"))
+			split, err := s.Fetch(ctx, testenv.Ref(t, "vault://"+mount+"/app?split=true"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -85,15 +85,15 @@ func TestKV(t *testing.T) {
 			}
 
 			if kv == 2 {
-				pinned, err := s.Fetch(ctx, mustRef(t, "vault://"+mount+"/app?version=1"))
+				pinned, err := s.Fetch(ctx, testenv.Ref(t, "vault://"+mount+"/app?version=1"))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := reveal(t, pinned, "password"); got != "s3cr3t-canary-1" || pinned.Version != "1" {
+				if got := testenv.Reveal(t, pinned, "password"); got != "s3cr3t-canary-1" || pinned.Version != "1" {
 					t.Errorf("?version=1: password %q, version %q", got, pinned.Version)
 				}
 			} else {
-				_, err := s.Fetch(ctx, mustRef(t, "vault://"+mount+"/app?version=1"))
+				_, err := s.Fetch(ctx, testenv.Ref(t, "vault://"+mount+"/app?version=1"))
 				if err == nil || !strings.Contains(err.Error(), "KV version 2") {
 					t.Errorf("?version on KV v1: err = %v", err)
 				}
@@ -108,7 +108,7 @@ func TestKV(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, ref := range []string{"vault://" + mount + "/app", "vault://" + mount + "/missing"} {
-				_, err = s.Fetch(ctx, mustRef(t, ref))
+				_, err = s.Fetch(ctx, testenv.Ref(t, ref))
 				if !errors.Is(err, sources.ErrNotFound) {
 					t.Errorf("%s: err = %v, want ErrNotFound", ref, err)
 				}
@@ -136,7 +136,7 @@ func TestMountLookupOncePerMount(t *testing.T) {
 	c := countRequests(s)
 	for range 2 {
 		for i := range 3 {
-			if _, err := s.Fetch(context.Background(), mustRef(t, fmt.Sprintf("vault://%s/p%d#k", mount, i))); err != nil {
+			if _, err := s.Fetch(context.Background(), testenv.Ref(t, fmt.Sprintf("vault://%s/p%d#k", mount, i))); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -165,11 +165,11 @@ func TestKVVersionForced(t *testing.T) {
 		}
 		return ""
 	}})
-	obj, err := s.Fetch(context.Background(), mustRef(t, "vault://"+mount+"/app#k"))
+	obj, err := s.Fetch(context.Background(), testenv.Ref(t, "vault://"+mount+"/app#k"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := reveal(t, obj, "k"); got != "v" {
+	if got := testenv.Reveal(t, obj, "k"); got != "v" {
 		t.Errorf("k = %q", got)
 	}
 }
@@ -233,7 +233,7 @@ func TestErrors(t *testing.T) {
 			}
 			var err error
 			for range 3 { // the rate limit needs a few requests
-				if _, err = s.Fetch(ctx, mustRef(t, tt.ref)); err != nil {
+				if _, err = s.Fetch(ctx, testenv.Ref(t, tt.ref)); err != nil {
 					break
 				}
 			}
@@ -283,7 +283,7 @@ func TestTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = s.Fetch(context.Background(), mustRef(t, "vault://secret/app"))
+			_, err = s.Fetch(context.Background(), testenv.Ref(t, "vault://secret/app"))
 			if tt.want == "" {
 				if !errors.Is(err, sources.ErrNotFound) { // the dev server's secret/ is empty
 					t.Fatalf("err = %v, want ErrNotFound over a working TLS connection", err)

@@ -110,13 +110,13 @@ func TestLeasedDatabaseCredentials(t *testing.T) {
 	s := newSource(t, d, config.Vault{}, Options{Now: clk.now})
 	c := countRequests(s)
 	ctx := context.Background()
-	ref := mustRef(t, "vault://"+mount+"/creds/app")
+	ref := testenv.Ref(t, "vault://"+mount+"/creds/app")
 	start := clk.now()
 	obj, err := s.Fetch(ctx, ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	user, pass := reveal(t, obj, "username"), reveal(t, obj, "password")
+	user, pass := testenv.Reveal(t, obj, "username"), testenv.Reveal(t, obj, "password")
 	if err := redisAuth(port, user, pass); err != nil {
 		t.Fatalf("the leased credentials do not work: %v", err)
 	}
@@ -149,7 +149,7 @@ func TestLeasedDatabaseCredentials(t *testing.T) {
 	if n := c.count("GET /v1/" + mount + "/creds/"); n != 1 {
 		t.Errorf("credential reads = %d, want 1 (renewal must not read anew)", n)
 	}
-	if renewed.Version != obj.Version || reveal(t, renewed, "password") != pass {
+	if renewed.Version != obj.Version || testenv.Reveal(t, renewed, "password") != pass {
 		t.Error("renewal changed the credentials")
 	}
 	if !renewed.Expiry.After(obj.Expiry) || !renewed.RefreshAt.After(obj.RefreshAt) {
@@ -168,10 +168,10 @@ func TestLeasedDatabaseCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fresh.Version == obj.Version || reveal(t, fresh, "username") == user {
+	if fresh.Version == obj.Version || testenv.Reveal(t, fresh, "username") == user {
 		t.Error("a revoked lease was not replaced by new credentials")
 	}
-	if err := redisAuth(port, reveal(t, fresh, "username"), reveal(t, fresh, "password")); err != nil {
+	if err := redisAuth(port, testenv.Reveal(t, fresh, "username"), testenv.Reveal(t, fresh, "password")); err != nil {
 		t.Errorf("the new credentials do not work: %v", err)
 	}
 }
@@ -189,7 +189,7 @@ func TestPKIBundle(t *testing.T) {
 	s := newSource(t, d, config.Vault{}, Options{Now: clk.now})
 	c := countRequests(s)
 	ctx := context.Background()
-	ref := mustRef(t, "vault://"+mount+"/issue/web?common_name=app.example.com&ttl=10m")
+	ref := testenv.Ref(t, "vault://"+mount+"/issue/web?common_name=app.example.com&ttl=10m")
 	start := clk.now()
 	obj, err := s.Fetch(ctx, ref)
 	if err != nil {
@@ -242,7 +242,7 @@ func TestPKIBundle(t *testing.T) {
 // verifies it.
 func checkBundle(t *testing.T, obj sources.Object, cn string) *x509.Certificate {
 	t.Helper()
-	certPEM, keyPEM := reveal(t, obj, "certificate"), reveal(t, obj, "private_key")
+	certPEM, keyPEM := testenv.Reveal(t, obj, "certificate"), testenv.Reveal(t, obj, "private_key")
 	if _, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM)); err != nil {
 		t.Fatalf("certificate and key do not match: %v", err)
 	}
@@ -255,7 +255,7 @@ func checkBundle(t *testing.T, obj sources.Object, cn string) *x509.Certificate 
 		t.Errorf("CN = %q, want %q", cert.Subject.CommonName, cn)
 	}
 	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(reveal(t, obj, "ca_chain"))) {
+	if !roots.AppendCertsFromPEM([]byte(testenv.Reveal(t, obj, "ca_chain"))) {
 		t.Fatal("ca_chain holds no certificate")
 	}
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: cn}); err != nil {
@@ -272,7 +272,7 @@ func TestPKIParamsOnlyForIssue(t *testing.T) {
 	d.enable(t, mount, "kv", map[string]string{"version": "1"})
 	d.write(t, mount+"/app", map[string]any{"k": "v"})
 	s := newSource(t, d, config.Vault{}, Options{})
-	_, err := s.Fetch(context.Background(), mustRef(t, "vault://"+mount+"/app?common_name=x"))
+	_, err := s.Fetch(context.Background(), testenv.Ref(t, "vault://"+mount+"/app?common_name=x"))
 	if err == nil || !strings.Contains(err.Error(), "PKI issue paths") {
 		t.Errorf("err = %v", err)
 	}
@@ -296,7 +296,7 @@ func TestLeaseNearMaxTTL(t *testing.T) {
 	clk := &clock{}
 	s := newSource(t, d, config.Vault{}, Options{Now: clk.now})
 	c := countRequests(s)
-	ref := mustRef(t, "vault://"+mount+"/creds/app")
+	ref := testenv.Ref(t, "vault://"+mount+"/creds/app")
 	first, err := s.Fetch(context.Background(), ref)
 	if err != nil {
 		t.Fatal(err)
@@ -328,7 +328,7 @@ func TestLeaseNearMaxTTL(t *testing.T) {
 	default:
 		t.Error("replaced for another reason than a capped renewal")
 	}
-	if err := redisAuth(port, reveal(t, obj, "username"), reveal(t, obj, "password")); err != nil {
+	if err := redisAuth(port, testenv.Reveal(t, obj, "username"), testenv.Reveal(t, obj, "password")); err != nil {
 		t.Errorf("the new credentials do not work: %v", err)
 	}
 }

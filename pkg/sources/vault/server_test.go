@@ -15,7 +15,6 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
-	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 	"github.com/phase-sidecar/phase-sidecar/test/servers"
 )
 
@@ -224,24 +223,6 @@ func (c *counter) count(prefix string) int {
 		}
 	}
 	return n
-}
-
-func mustRef(t testing.TB, s string) sources.Ref {
-	t.Helper()
-	r, err := sources.ParseRef(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func reveal(t testing.TB, obj sources.Object, field string) string {
-	t.Helper()
-	v, err := obj.Select(field)
-	if err != nil {
-		t.Fatalf("select %q: %v", field, err)
-	}
-	return string(v.Reveal())
 }
 
 // events records the auth hook's events for tests to wait on.
