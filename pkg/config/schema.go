@@ -30,6 +30,9 @@ func ptr(i int) *int { return &i }
 // so the decoder's byte limit stays stricter.
 const targetPattern = `^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*$`
 
+// sessionPattern is sessionOK as a JSON Schema pattern.
+const sessionPattern = `^[\w+=,.@-]{2,64}$`
+
 var fields = map[string]field{
 	"output":            {desc: "Where the secrets are written.", required: true},
 	"output.dir":        {desc: "Absolute path of the output directory; must be tmpfs or ramfs unless allow_disk is true.", required: true},
@@ -70,11 +73,11 @@ var fields = map[string]field{
 	"sources.aws.credentials":                 {desc: "Base credentials: imds (the EC2 instance role over IMDSv2) or default (the SDK's chain).", def: "imds", enum: []string{"imds", "default"}},
 	"sources.aws.rate_limit":                  {desc: "Requests per second across the AWS source; 0 is unlimited.", def: 0},
 	"sources.aws.assume_role":                 {desc: "STS AssumeRole on top of the base credentials."},
-	"sources.aws.assume_role.role_arn":        {desc: "The role to assume.", pattern: roleARNRE.String(), required: true},
+	"sources.aws.assume_role.role_arn":        {desc: "The role to assume.", pattern: `^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$`, required: true},
 	"sources.aws.assume_role.external_id":     {desc: "External ID the role's trust policy requires.", pattern: externalIDRE.String()},
-	"sources.aws.assume_role.session_name":    {desc: "Role session name.", def: "phase-sidecar", pattern: sessionRE.String()},
+	"sources.aws.assume_role.session_name":    {desc: "Role session name.", def: "phase-sidecar", pattern: sessionPattern},
 	"sources.aws.assume_role.duration":        {desc: "Session duration, from 15m to 12h.", def: "1h"},
-	"sources.aws.assume_role.source_identity": {desc: "Source identity set on the session.", pattern: sessionRE.String()},
+	"sources.aws.assume_role.source_identity": {desc: "Source identity set on the session.", pattern: sessionPattern},
 
 	"secrets":             {desc: "The secrets to deliver.", required: true},
 	"secrets[].name":      {desc: "The app's variable without _FILE; the app reads NAME_FILE.", pattern: nameRE.String(), required: true},

@@ -492,11 +492,23 @@ func redactURL(raw string) string {
 }
 
 var (
-	regionRE     = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`)
-	roleARNRE    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$`)
+	regionRE = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`)
+	// Lengths are checked apart: a bounded repetition such as {1,512}
+	// compiles into that many states (350 KB of heap for the life of the
+	// process, measured).
+	roleARNRE    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$`)
 	externalIDRE = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
-	sessionRE    = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
+	sessionRE    = regexp.MustCompile(`^[\w+=,.@-]+$`)
 )
+
+// roleARNOK: an IAM role ARN whose path and name are at most 512 characters.
+func roleARNOK(s string) bool {
+	_, name, _ := strings.Cut(s, ":role/")
+	return len(name) <= 512 && roleARNRE.MatchString(s)
+}
+
+// sessionOK: 2 to 64 characters from letters, digits and _+=,.@-.
+func sessionOK(s string) bool { return len(s) >= 2 && len(s) <= 64 && sessionRE.MatchString(s) }
 
 func (d *decoder) aws(m *mapping) *AWS {
 	a := &AWS{Credentials: "imds"}
@@ -518,19 +530,19 @@ func (d *decoder) aws(m *mapping) *AWS {
 				at = d.rootPos()
 			}
 			d.errorf(at, rm.field("role_arn"), "required: the role to assume, such as arn:aws:iam::123456789012:role/phase")
-		case !roleARNRE.MatchString(r.RoleARN):
+		case !roleARNOK(r.RoleARN):
 			d.errorf(n, rm.field("role_arn"), "want an IAM role ARN such as arn:aws:iam::123456789012:role/phase, got %q", r.RoleARN)
 		}
 		if n := rm.str("external_id", &r.ExternalID); n != nil && (len(r.ExternalID) < 2 || len(r.ExternalID) > 1224 || !externalIDRE.MatchString(r.ExternalID)) {
 			d.errorf(n, rm.field("external_id"), "want 2 to 1224 characters from letters, digits and _+=,.@:/-")
 		}
-		if n := rm.str("session_name", &r.SessionName); n != nil && !sessionRE.MatchString(r.SessionName) {
+		if n := rm.str("session_name", &r.SessionName); n != nil && !sessionOK(r.SessionName) {
 			d.errorf(n, rm.field("session_name"), "want 2 to 64 characters from letters, digits and _+=,.@-, got %q", r.SessionName)
 		}
 		if n := rm.duration("duration", &r.Duration); n != nil && (r.Duration < 15*time.Minute || r.Duration > 12*time.Hour) {
 			d.errorf(n, rm.field("duration"), "want a duration from 15m to 12h, got %q", n.Value)
 		}
-		if n := rm.str("source_identity", &r.SourceIdentity); n != nil && !sessionRE.MatchString(r.SourceIdentity) {
+		if n := rm.str("source_identity", &r.SourceIdentity); n != nil && !sessionOK(r.SourceIdentity) {
 			d.errorf(n, rm.field("source_identity"), "want 2 to 64 characters from letters, digits and _+=,.@-, got %q", r.SourceIdentity)
 		}
 		rm.done()
