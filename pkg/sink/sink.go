@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -50,6 +51,13 @@ type Dir struct {
 	root   *os.Root
 	self   *os.File // the directory itself, kept open to fsync it
 	logger *slog.Logger
+
+	// atOpen holds the names the directory had when Open listed it, and
+	// written the names written since: a name in neither cannot match, so
+	// its first write skips the comparison (an Lstat that costs as much as
+	// the rename on a first sync of thousands of files).
+	atOpen  map[string]struct{}
+	written sync.Map
 }
 
 // Open opens the output directory, checks that it is memory-backed (unless
@@ -125,8 +133,10 @@ func (d *Dir) cleanup() error {
 	if err != nil {
 		return openError(d.dir, err)
 	}
+	d.atOpen = make(map[string]struct{}, len(entries))
 	linked := make(map[string]bool)
 	for _, e := range entries {
+		d.atOpen[e.Name()] = struct{}{}
 		if e.Type()&fs.ModeSymlink != 0 && !strings.HasPrefix(e.Name(), tmpPrefix) {
 			if target, err := d.root.Readlink(e.Name()); err == nil {
 				linked[target] = true
@@ -185,9 +195,12 @@ func (d *Dir) Write(f File) (changed bool, err error) {
 	if err := checkName(f.Name); err != nil {
 		return false, fmt.Errorf("sink: write %q: %w", f.Name, err)
 	}
-	old, same := matches(d.root, f.Name, f)
-	if same {
-		return false, nil
+	var old fs.FileInfo
+	if d.mayExist(f.Name) {
+		var same bool
+		if old, same = matches(d.root, f.Name, f); same {
+			return false, nil
+		}
 	}
 	// A target that used to be a bundle leaves its version directory behind.
 	var oldVersion string
@@ -197,10 +210,22 @@ func (d *Dir) Write(f File) (changed bool, err error) {
 	if err := d.replace(f); err != nil {
 		return false, writeError("write", f.Name, err)
 	}
+	d.written.Store(f.Name, struct{}{})
 	if oldVersion != "" {
 		d.dropVersion(oldVersion)
 	}
 	return true, nil
+}
+
+// mayExist is false for a name that was not in the directory at Open and has
+// not been written since. Another process creating it meanwhile changes
+// nothing: the rename replaces whatever is there.
+func (d *Dir) mayExist(name string) bool {
+	if _, ok := d.atOpen[name]; ok {
+		return true
+	}
+	_, ok := d.written.Load(name)
+	return ok
 }
 
 // replace writes f to a temporary file and renames it over the target.

@@ -233,6 +233,34 @@ func TestWriteSkipsUnchanged(t *testing.T) {
 	assertContent(t, d.Path("alpha"), "s3cr3t\n")
 }
 
+// A sidecar restarted next to its files finds them at Open and leaves the
+// identical ones alone; a name that was absent at Open is written without a
+// comparison, whatever appeared there since.
+func TestWriteAcrossRestart(t *testing.T) {
+	dir := shmDir(t)
+	first := openDir(t, Options{Dir: dir})
+	mustWrite(t, first, file("alpha", "value"))
+	before := stat(t, first.Path("alpha"))
+
+	second := openDir(t, Options{Dir: dir})
+	if mustWrite(t, second, file("alpha", "value")) {
+		t.Fatal("identical file from an earlier run reported changed")
+	}
+	if after := stat(t, second.Path("alpha")); after.Ino != before.Ino {
+		t.Fatal("identical file from an earlier run was rewritten")
+	}
+	if err := os.WriteFile(second.Path("beta"), []byte("planted"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !mustWrite(t, second, file("beta", "value")) {
+		t.Fatal("first write of a name absent at Open reported unchanged")
+	}
+	assertContent(t, second.Path("beta"), "value")
+	if mustWrite(t, second, file("beta", "value")) {
+		t.Fatal("second identical write reported changed")
+	}
+}
+
 func TestWriteDetectsChange(t *testing.T) {
 	tests := []struct {
 		name    string
