@@ -173,7 +173,7 @@ func BenchmarkFileChangeToTarget(b *testing.B) {
 func BenchmarkOnce10000(b *testing.B) {
 	cfg, src, out, _ := setup(b, 10000, "")
 	cpOut := out + "-cp"
-	var once, cp time.Duration
+	var once, cp, validate time.Duration
 	var rss int64
 	for range b.N {
 		os.RemoveAll(out)
@@ -192,10 +192,18 @@ func BenchmarkOnce10000(b *testing.B) {
 		}
 		once += time.Since(t0)
 		rss = max(rss, c.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)
+		// The part of once before the first write: process start, parse
+		// and validation.
+		t0 = time.Now()
+		if o, err := exec.Command(binary, "validate", "--config", cfg).CombinedOutput(); err != nil {
+			b.Fatalf("validate: %v %s", err, o)
+		}
+		validate += time.Since(t0)
 	}
 	n := float64(b.N)
 	b.ReportMetric(once.Seconds()*1000/n, "once-ms")
 	b.ReportMetric(cp.Seconds()*1000/n, "cp-ms")
+	b.ReportMetric(validate.Seconds()*1000/n, "validate-ms")
 	b.ReportMetric(once.Seconds()/cp.Seconds(), "once/cp")
 	b.ReportMetric(float64(rss)/1024, "peak-rss-MB")
 }
