@@ -73,8 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "health":
 		err = cmdHealth(rest, stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, versionLine())
-		return exitOK
+		err = cmdVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, topUsage)
 		return exitOK
@@ -98,6 +97,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "phase-sidecar %s: %v\n", cmd, err)
 		return exitRuntime
 	}
+}
+
+// cmdVersion prints the version line; it takes no arguments but --help.
+func cmdVersion(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: phase-sidecar version\n\nPrints the version, the commit and the Go version it was built with.\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("takes no arguments, got %q", fs.Args())}
+	}
+	fmt.Fprintln(stdout, versionLine())
+	return nil
 }
 
 // common holds the flags every command that loads a config shares.
