@@ -99,6 +99,7 @@ func TestParseErrors(t *testing.T) {
 		{"default file name too long", "output: {dir: /a}\nsecrets: [{name: " + strings.Repeat("N", 256) + ", ref: \"file:///a\"}]\n", "2:18: secrets[0].name: ", "the default file name, the lower-cased name \"nnn"},
 		{"bundle name too long", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", bundle: " + strings.Repeat("b", 256) + "}]\n", "2:47: secrets[0].bundle: ", "is longer than 255 bytes"},
 		{"file name control", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", file: \"a\\tb\"}]\n", "2:45: secrets[0].file: ", `file name "a\tb" contains a control character`},
+		{"bundle name over 232 bytes", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", bundle: " + strings.Repeat("b", 233) + "}]\n", "2:47: secrets[0].bundle: ", "is longer than 232 bytes"},
 		{"bundle name DEL", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", bundle: \"tls\\x7f\"}]\n", "2:47: secrets[0].bundle: ", "contains a control character"},
 		{"bundle of a directory", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///etc/tls/\", bundle: tls}]\n", "2:26: secrets[0].ref: ", `ref "file:///etc/tls/" names a directory`},
 		{"bundle of ssm recursive", "output: {dir: /a}\nsecrets: [{name: A, ref: \"aws-ssm:///app/?recursive=true\", bundle: tls}]\n", "2:26: secrets[0].ref: ", "?recursive=true"},
@@ -224,13 +225,14 @@ func TestRedactURL(t *testing.T) {
 	}
 }
 
-// The limits hold, and no further: a name of exactly 255 bytes, a refresh of
+// The limits hold, and no further: a file name of exactly 255 bytes, a
+// bundle name of 232, a refresh of
 // exactly 1s, millisecond reload timings and a bundle member naming one
 // field of an expanding ref all load.
 func TestParseLimits(t *testing.T) {
 	long := strings.Repeat("x", 255)
 	src := "output: {dir: /a}\nrefresh: 1s\nsources: {file: {recheck: 1s}}\nsecrets:\n" +
-		"  - {name: A, ref: \"file:///a\", bundle: " + long + ", file: " + long + ", refresh: 1s}\n" +
+		"  - {name: A, ref: \"file:///a\", bundle: " + long[:232] + ", file: " + long + ", refresh: 1s}\n" +
 		"  - {name: " + strings.Repeat("B", 255) + ", ref: \"file:///b\"}\n" +
 		"  - {name: C, ref: \"vault://kv/tls?split=true#crt\", bundle: tls}\n" +
 		"  - {name: D, ref: \"vault://pki/issue/web?common_name=a.example#private_key\", bundle: tls}\n" +

@@ -83,7 +83,7 @@ var fields = map[string]field{
 	"secrets[].name":      {desc: "The app's variable without _FILE; the app reads NAME_FILE.", pattern: nameRE.String(), required: true},
 	"secrets[].ref":       {desc: "Where the value comes from: file:///abs/path, vault://MOUNT/PATH#FIELD, aws-sm://NAME#KEY, aws-ssm:///PARAM.", pattern: "^(file|vault|aws-sm|aws-ssm)://", required: true},
 	"secrets[].file":      {desc: "Target file name in output.dir (or in the bundle), at most 255 bytes; default the lower-cased name.", pattern: targetPattern, maxLength: maxName},
-	"secrets[].bundle":    {desc: "Bundle directory, at most 255 bytes: the members of a bundle are published together.", pattern: targetPattern, maxLength: maxName},
+	"secrets[].bundle":    {desc: "Bundle directory, at most 232 bytes: the members of a bundle are published together.", pattern: targetPattern, maxLength: maxBundle},
 	"secrets[].required":  {desc: "Readiness and `once` wait for this secret.", def: true},
 	"secrets[].refresh":   {desc: "Refresh interval, at least 1s; default the top-level refresh."},
 	"secrets[].max_stale": {desc: "Staleness threshold; default the top-level max_stale, else 3 × refresh."},

@@ -258,7 +258,11 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 		}
 	}
 	if bundleN != nil {
-		if msg := badTargetName(s.Bundle); msg != "" {
+		msg := badTargetName(s.Bundle)
+		if msg == "" && len(s.Bundle) > maxBundle {
+			msg = fmt.Sprintf("is longer than %d bytes: its versioned directory ..NAME_<unix nanoseconds> must fit in the %d bytes of a file name", maxBundle, maxName)
+		}
+		if msg != "" {
 			d.errorf(bundleN, path+".bundle", "%s", fmt.Sprintf("bundle name %s %s", quoteName(s.Bundle), msg))
 			targetN, bundleN = nil, nil
 		}
@@ -302,6 +306,10 @@ func quoteName(name string) string {
 
 // maxName is the longest file or directory name, in bytes.
 const maxName = 255
+
+// maxBundle is the longest bundle name: the sink publishes a bundle through
+// a directory named ..NAME_<unix nanoseconds, up to 20 digits>.
+const maxBundle = maxName - len("..") - len("_") - 20
 
 // badTargetName says why name cannot be a file or directory name directly
 // inside the output directory, or returns "".
