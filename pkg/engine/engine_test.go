@@ -341,17 +341,6 @@ func TestNewline(t *testing.T) {
 	}
 }
 
-func TestBackoffBounds(t *testing.T) {
-	for attempt := 1; attempt < 40; attempt++ {
-		for range 50 {
-			d := backoff(attempt, time.Minute)
-			if d < backoffBase/10 || d > time.Minute {
-				t.Fatalf("backoff(%d) = %v out of bounds", attempt, d)
-			}
-		}
-	}
-}
-
 func TestRefreshAtSchedulesLease(t *testing.T) {
 	f := newFixture(t, config.Secret{Name: "DB", Ref: testenv.Ref(t, "vault://database/creds/app#password"), Required: true})
 	renewAt := time.Now().Add(10 * time.Second)
