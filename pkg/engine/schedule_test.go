@@ -1,8 +1,17 @@
 package engine
 
 import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
 
 // draws is enough that a spread stuck on one value, or a bound missed by a
@@ -69,6 +78,135 @@ func TestBackoffFullJitterCapped(t *testing.T) {
 			}
 			if !low || !high {
 				t.Errorf("backoff(%d, %v) not spread over [0, %v] (reached low quarter %v, high quarter %v)", tc.attempt, tc.interval, tc.ceil, low, high)
+			}
+		})
+	}
+}
+
+// gatedSource holds every fetch made while gated until the test closes
+// release, and records how many fetches were in flight at once.
+type gatedSource struct {
+	mu       sync.Mutex
+	gated    bool
+	inflight int
+	peak     int
+	started  chan string // the path of each gated fetch, as it starts
+	release  chan struct{}
+	hints    chan func(sources.Ref)
+}
+
+func newGatedSource(gated bool) *gatedSource {
+	return &gatedSource{gated: gated, started: make(chan string, 1000), release: make(chan struct{}), hints: make(chan func(sources.Ref), 1)}
+}
+
+func (g *gatedSource) Fetch(ctx context.Context, ref sources.Ref) (sources.Object, error) {
+	g.mu.Lock()
+	gated := g.gated
+	g.inflight++
+	g.peak = max(g.peak, g.inflight)
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.inflight--
+		g.mu.Unlock()
+	}()
+	if gated {
+		g.started <- ref.Path
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return sources.Object{}, ctx.Err()
+		}
+	}
+	return sources.Object{Value: secret.FromString(ref.Path), Version: "1"}, nil
+}
+
+func (g *gatedSource) Watch(ctx context.Context, _ []sources.Ref, wake func(sources.Ref)) error {
+	g.hints <- wake
+	<-ctx.Done()
+	return nil
+}
+
+// gate starts holding fetches and forgets the peak so far.
+func (g *gatedSource) gate() {
+	g.mu.Lock()
+	g.gated, g.peak = true, 0
+	g.mu.Unlock()
+}
+
+func (g *gatedSource) peakInFlight() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.peak
+}
+
+// expectStarts waits for n gated fetches to start.
+func (g *gatedSource) expectStarts(t *testing.T, n int) {
+	t.Helper()
+	for i := range n {
+		select {
+		case <-g.started:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d of %d fetches started", i, n)
+		}
+	}
+}
+
+func manySecrets(t *testing.T, n int) []config.Secret {
+	var out []config.Secret
+	for i := range n {
+		out = append(out, config.Secret{Name: fmt.Sprintf("S%02d", i), Ref: testenv.Ref(t, fmt.Sprintf("file:///src/s%02d", i)), Required: true})
+	}
+	return out
+}
+
+// TestConcurrencyLimit: with more due objects than workers, exactly
+// Concurrency fetches are in flight, in the first sync (Once and Run share
+// it) and in scheduled runs woken by hints.
+func TestConcurrencyLimit(t *testing.T) {
+	const objects, limit = 20, 4
+	for _, mode := range []string{"first sync", "scheduled"} {
+		t.Run(mode, func(t *testing.T) {
+			secrets := manySecrets(t, objects)
+			f := newFixture(t, secrets...)
+			f.cfg.Concurrency = limit
+			f.changes = make(chan Change, 2*objects)
+			src := newGatedSource(mode == "first sync")
+			e := f.engine(t, map[string]sources.Source{sources.File: src})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			if mode == "first sync" {
+				go func() { done <- e.Once(ctx) }()
+			} else {
+				go func() { done <- e.Run(ctx) }()
+				wake := <-src.hints
+				<-e.Ready()
+				src.gate()
+				for _, s := range secrets {
+					wake(s.Ref)
+				}
+			}
+			src.expectStarts(t, limit)
+			// Every worker is now held: no further fetch may start.
+			select {
+			case p := <-src.started:
+				t.Fatalf("fetch of %s started with %d already in flight (concurrency %d)", p, limit, limit)
+			case <-time.After(100 * time.Millisecond):
+			}
+			close(src.release)
+			src.expectStarts(t, objects-limit)
+			if mode == "scheduled" {
+				cancel()
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if p := src.peakInFlight(); p > limit || p < 2 {
+				t.Fatalf("peak fetches in flight = %d, want 2..%d", p, limit)
+			}
+			if got := f.read(t, "s19"); !strings.HasSuffix(got, "/src/s19") {
+				t.Errorf("s19 = %q", got)
 			}
 		})
 	}
