@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/config.schema.json")
@@ -170,5 +173,89 @@ func TestSchemaMatchesDecoder(t *testing.T) {
 	slices.Sort(accepted)
 	if !slices.Equal(inSchema, accepted) {
 		t.Errorf("schema keys differ from decoder keys\nschema:  %v\ndecoder: %v", inSchema, accepted)
+	}
+}
+
+// Every default in fields (schema.go) is the one the decoder applies, and
+// the one docs/config.md shows: a config that sets the key to its documented
+// default decodes exactly like one that leaves it out.
+func TestDefaultsAgree(t *testing.T) {
+	data, err := os.ReadFile(docsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docDefault := map[string]string{}
+	for _, l := range strings.Split(string(data), "\n") {
+		if m := docKey.FindStringSubmatch(l); m != nil {
+			if cells := strings.Split(l, " | "); len(cells) >= 3 {
+				docDefault[m[1]] = strings.Trim(cells[2], "`\"")
+			}
+		}
+	}
+	type tree = map[string]any
+	// base is the smallest config in which the keys under each section are
+	// decoded.
+	base := func(key string) tree {
+		c := tree{"output": tree{"dir": "/a"}, "secrets": []any{tree{"name": "A", "ref": "file:///a"}}}
+		switch {
+		case strings.HasPrefix(key, "sources.aws.assume_role."):
+			c["sources"] = tree{"aws": tree{"assume_role": tree{"role_arn": "arn:aws:iam::123456789012:role/x"}}}
+		case key == "sources.vault.auth.wrapped_secret_id":
+			c["sources"] = tree{"vault": tree{"address": "http://127.0.0.1:8200", "auth": tree{
+				"method": "approle", "role_id_file": "/r", "secret_id_file": "/s"}}}
+		case strings.HasPrefix(key, "sources.vault."):
+			c["sources"] = tree{"vault": tree{"address": "http://127.0.0.1:8200", "auth": tree{}}}
+		case strings.HasPrefix(key, "sources.aws."):
+			c["sources"] = tree{"aws": tree{}}
+		case strings.HasPrefix(key, "reload.signal."):
+			c["reload"] = tree{"signal": tree{"pid_file": "/run/app.pid"}}
+		case strings.HasPrefix(key, "reload.http."):
+			c["reload"] = tree{"http": tree{"url": "http://127.0.0.1:1/reload"}}
+		case strings.HasPrefix(key, "reload.exec."):
+			c["reload"] = tree{"exec": tree{"command": []any{"/bin/true"}}}
+		}
+		return c
+	}
+	decode := func(t *testing.T, c tree) *Config {
+		t.Helper()
+		src, err := yaml.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Parse("d.yaml", src)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, src)
+		}
+		for i := range cfg.Secrets {
+			cfg.Secrets[i].Pos = Pos{}
+		}
+		return cfg
+	}
+	for key, f := range fields {
+		if f.def == nil {
+			continue
+		}
+		t.Run(key, func(t *testing.T) {
+			if got, want := docDefault[key], fmt.Sprint(f.def); got != want {
+				t.Errorf("docs/config.md shows default %q, fields (schema.go) has %q", got, want)
+			}
+			with := base(key)
+			if name, ok := strings.CutPrefix(key, "secrets[]."); ok {
+				with["secrets"].([]any)[0].(tree)[name] = f.def
+			} else {
+				m := with
+				parts := strings.Split(key, ".")
+				for _, p := range parts[:len(parts)-1] {
+					if _, ok := m[p]; !ok {
+						m[p] = tree{}
+					}
+					m = m[p].(tree)
+				}
+				m[parts[len(parts)-1]] = f.def
+			}
+			if !reflect.DeepEqual(decode(t, base(key)), decode(t, with)) {
+				t.Errorf("setting %s to its documented default %v changes the decoded config", key, f.def)
+			}
+		})
 	}
 }
