@@ -33,19 +33,9 @@ import (
 // loadConfig loads the config and checks that every source kind it uses is
 // available; every problem is a usage error (exit 2).
 func loadConfig(path string) (*config.Config, error) {
-	cfg, err := config.Load(path)
+	cfg, err := config.LoadWith(path, config.Options{Available: available})
 	if err != nil {
 		return nil, usageError{err}
-	}
-	var errs []string
-	for _, s := range cfg.Secrets {
-		if why := available(cfg, s.Ref.Kind); why != "" {
-			errs = append(errs, fmt.Sprintf("%s:%d:%d: secrets[%s].ref: source %q is not available in this build/config: %s",
-				cfg.Path, s.Pos.Line, s.Pos.Column, s.Name, s.Ref.Kind, why))
-		}
-	}
-	if len(errs) > 0 {
-		return nil, usageError{errors.New(strings.Join(errs, "\n"))}
 	}
 	return cfg, nil
 }

@@ -271,8 +271,8 @@ func TestParseDefaults(t *testing.T) {
 			AWS:   &AWS{Credentials: "imds"},
 		},
 		Secrets: []Secret{
-			{Name: "Db_Password", Ref: testenv.Ref(t, "vault://secret/db#password"), File: "db_password", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{3, 5}},
-			{Name: "KEY", Ref: testenv.Ref(t, "aws-sm://k"), File: "key", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{4, 5}},
+			{Name: "Db_Password", Ref: testenv.Ref(t, "vault://secret/db#password"), File: "db_password", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{3, 5}, RefPos: Pos{3, 30}},
+			{Name: "KEY", Ref: testenv.Ref(t, "aws-sm://k"), File: "key", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Pos: Pos{4, 5}, RefPos: Pos{4, 22}},
 		},
 		Reload: Reload{Coalesce: time.Second, MaxWait: 10 * time.Second,
 			Supervise: Supervise{Signal: "SIGHUP", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second}},
@@ -396,5 +396,32 @@ func TestAliases(t *testing.T) {
 	}
 	if c.Output.GID != 1000 || c.Secrets[0].GID != 1000 || !slices.Equal(c.Reload.Exec.Command, []string{"kill", "-HUP", "1"}) {
 		t.Errorf("got %+v", c)
+	}
+}
+
+// A source the program cannot use is reported at the ref, by index, together
+// with the file's other problems; a source section with errors of its own
+// is judged once they are fixed.
+func TestAvailable(t *testing.T) {
+	noVault := func(_ *Config, kind string) string {
+		if kind == sources.Vault {
+			return "built without it"
+		}
+		return ""
+	}
+	src := "output: {dir: /a}\nsecrets:\n  - {name: A, ref: \"file:///a\"}\n  - {name: B,  ref: \"vault://kv/b#x\"}\n  - {name: c-d, ref: \"file:///c\"}\n"
+	_, err := ParseWith("a.yaml", []byte(src), Options{Available: noVault})
+	want := "a.yaml:4:21: secrets[1].ref: source \"vault\" is not available in this build/config: built without it\n" +
+		"a.yaml:5:12: secrets[2].name: want a variable name"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("err = %v\nwant prefix %s", err, want)
+	}
+	bad := "output: {dir: /a}\nsources: {vault: {address: \"ftp://x\"}}\nsecrets:\n  - {name: B, ref: \"vault://kv/b#x\"}\n"
+	_, err = ParseWith("b.yaml", []byte(bad), Options{Available: noVault})
+	if err == nil || strings.Contains(err.Error(), "not available") || !strings.Contains(err.Error(), "sources.vault.address") {
+		t.Fatalf("err = %v, want only the address error", err)
+	}
+	if _, err := ParseWith("c.yaml", []byte("output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\"}]\n"), Options{Available: noVault}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -227,7 +227,7 @@ func TestDefaultsAgree(t *testing.T) {
 			t.Fatalf("%v\n%s", err, src)
 		}
 		for i := range cfg.Secrets {
-			cfg.Secrets[i].Pos = Pos{}
+			cfg.Secrets[i].Pos, cfg.Secrets[i].RefPos = Pos{}, Pos{}
 		}
 		return cfg
 	}

@@ -16,31 +16,69 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// Options are what the program adds to the file's own rules.
+type Options struct {
+	// Available says why a secret's source kind (sources.File, …) cannot be
+	// used with this config in this build, or returns "". Its answers are
+	// reported with the other problems, at the secret's ref.
+	Available func(c *Config, kind string) string
+}
+
 // Load reads and parses the config file at path.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return LoadWith(path, Options{}) }
+
+// LoadWith is Load with Options.
+func LoadWith(path string, o Options) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: read %q: %w", path, err)
 	}
-	return Parse(path, data)
+	return ParseWith(path, data, o)
 }
 
 // Parse decodes one YAML document. name is used in messages and as
 // Config.Path. On any problem it returns Errors, listing every problem found,
 // sorted by position.
-func Parse(name string, data []byte) (*Config, error) {
+func Parse(name string, data []byte) (*Config, error) { return ParseWith(name, data, Options{}) }
+
+// ParseWith is Parse with Options.
+func ParseWith(name string, data []byte, o Options) (*Config, error) {
 	root, perr := parseYAML(name, data)
 	if perr != nil {
 		return nil, Errors{perr}
 	}
 	d := &decoder{file: name}
 	c := d.config(root)
+	if o.Available != nil {
+		d.available(c, o.Available)
+	}
 	if len(d.errs) > 0 {
 		d.errs.sort()
 		return nil, d.errs
 	}
 	c.Path = name
 	return c, nil
+}
+
+// available reports the secrets whose source cannot be used. A source whose
+// settings already have errors is judged once they are fixed, so a bad
+// sources.vault.address does not also read as "no Vault address".
+func (d *decoder) available(c *Config, why func(*Config, string) string) {
+	for _, e := range d.errs {
+		if strings.HasPrefix(e.Field, "sources.") {
+			return
+		}
+	}
+	for i, s := range c.Secrets {
+		if s.RefPos.Line == 0 {
+			continue // no ref, or a bad one: already reported
+		}
+		if w := why(c, s.Ref.Kind); w != "" {
+			d.errs = append(d.errs, &Error{File: d.file, Line: s.RefPos.Line, Column: s.RefPos.Column,
+				Field: "secrets[" + strconv.Itoa(i) + "].ref",
+				Msg:   fmt.Sprintf("source %q is not available in this build/config: %s", s.Ref.Kind, w)})
+		}
+	}
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)

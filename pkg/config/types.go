@@ -49,6 +49,7 @@ type Secret struct {
 	Newline string
 	Reload  bool // default true: a change triggers the app's reload
 	Pos     Pos  // where the entry starts in the file
+	RefPos  Pos  // where the ref is; zero when the ref is missing or bad
 }
 
 // Pos is a position in the config file.

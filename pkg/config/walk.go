@@ -217,8 +217,10 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 		if err != nil {
 			d.errorf(refN, path+".ref", "%v", err)
 			refN = nil
+		} else {
+			s.Ref = r
+			s.RefPos = Pos{Line: refN.Line, Column: refN.Column}
 		}
-		s.Ref = r
 	}
 
 	fileN := m.str("file", &s.File)
