@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -90,9 +91,13 @@ type gatedSource struct {
 	gated    bool
 	inflight int
 	peak     int
+	watching int
 	started  chan string // the path of each gated fetch, as it starts
 	release  chan struct{}
 	hints    chan func(sources.Ref)
+	// slowFetch and slowWatch, when set, hold fetches and watchers that see
+	// their context end until closed: a source slow to abort.
+	slowFetch, slowWatch chan struct{}
 }
 
 func newGatedSource(gated bool) *gatedSource {
@@ -115,6 +120,7 @@ func (g *gatedSource) Fetch(ctx context.Context, ref sources.Ref) (sources.Objec
 		select {
 		case <-g.release:
 		case <-ctx.Done():
+			wait(g.slowFetch)
 			return sources.Object{}, ctx.Err()
 		}
 	}
@@ -122,9 +128,24 @@ func (g *gatedSource) Fetch(ctx context.Context, ref sources.Ref) (sources.Objec
 }
 
 func (g *gatedSource) Watch(ctx context.Context, _ []sources.Ref, wake func(sources.Ref)) error {
+	g.mu.Lock()
+	g.watching++
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.watching--
+		g.mu.Unlock()
+	}()
 	g.hints <- wake
 	<-ctx.Done()
+	wait(g.slowWatch)
 	return nil
+}
+
+func wait(c chan struct{}) {
+	if c != nil {
+		<-c
+	}
 }
 
 // gate starts holding fetches and forgets the peak so far.
@@ -207,6 +228,74 @@ func TestConcurrencyLimit(t *testing.T) {
 			}
 			if got := f.read(t, "s19"); !strings.HasSuffix(got, "/src/s19") {
 				t.Errorf("s19 = %q", got)
+			}
+		})
+	}
+}
+
+// TestRunJoinsEveryGoroutine cancels Run while fetches are in flight and the
+// dispatcher waits for a free worker: Run waits for the fetches and for the
+// watcher however slowly each aborts, and when it returns the goroutine
+// count is back where it was.
+func TestRunJoinsEveryGoroutine(t *testing.T) {
+	for _, slow := range []string{"fetch", "watch"} {
+		t.Run("slow "+slow, func(t *testing.T) {
+			const limit = 4
+			secrets := manySecrets(t, 10)
+			f := newFixture(t, secrets...)
+			f.cfg.Concurrency = limit
+			f.changes = make(chan Change, 2*len(secrets))
+			src := newGatedSource(false)
+			held := make(chan struct{})
+			if slow == "fetch" {
+				src.slowFetch = held
+			} else {
+				src.slowWatch = held
+			}
+			e := f.engine(t, map[string]sources.Source{sources.File: src})
+
+			before := runtime.NumGoroutine()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- e.Run(ctx) }()
+			wake := <-src.hints
+			<-e.Ready()
+			src.gate()
+			for _, s := range secrets {
+				wake(s.Ref)
+			}
+			src.expectStarts(t, limit)
+			cancel()
+			select {
+			case <-done:
+				t.Fatalf("Run returned while a %s was still running", slow)
+			case <-time.After(50 * time.Millisecond):
+			}
+			close(held)
+			if err := <-done; err != nil {
+				t.Fatalf("Run = %v, want nil on cancellation", err)
+			}
+			// Checked at once, with no settling: Run must have joined them.
+			src.mu.Lock()
+			inflight, watching := src.inflight, src.watching
+			src.mu.Unlock()
+			if inflight != 0 || watching != 0 {
+				t.Fatalf("after Run returned: %d fetches and %d watchers still running", inflight, watching)
+			}
+			// A goroutine that has signalled its WaitGroup may take a moment
+			// to exit, so the count is allowed to settle.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				n := runtime.NumGoroutine()
+				if n <= before {
+					break
+				}
+				if time.Now().After(deadline) {
+					buf := make([]byte, 1<<20)
+					t.Fatalf("%d goroutines before Run, %d after it returned:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+				}
+				time.Sleep(time.Millisecond)
 			}
 		})
 	}
