@@ -34,7 +34,12 @@ var _ Sink = (*sink.Dir)(nil)
 // Change is a batch of secrets whose targets changed, reported after every
 // file of the batch is in place.
 type Change struct {
-	Secrets []string
+	Secrets []string // config names of the secrets that changed
+	// Targets are the absolute paths of the files that changed: for an
+	// expanding secret only those of its files whose bytes changed; for a
+	// bundle every member file of the secrets in Secrets, as
+	// <dir>/<bundle>/<file>, because the bundle is swapped as a whole.
+	Targets []string
 	// Initial is true for changes made by the first sync of each secret,
 	// which the app reads at start-up anyway.
 	Initial bool
@@ -484,16 +489,21 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 			plain = append(plain, r)
 		}
 	}
-	var changed []string
+	var changed, targets []string
 	initial := true
-	note := func(r rendered, ch bool) {
+	// Target paths are collected only for a listener: once has none, and
+	// would pay a path string per file of a large first sync.
+	listen := e.change != nil
+	note := func(r rendered, ch bool, paths []string) {
 		if e.synced(r.s, objs[r.s.obj], ch, now, r.existed) {
 			changed = append(changed, r.s.cfg.Name)
+			targets = append(targets, paths...)
 			initial = initial && r.s.firstChange
 		}
 	}
 	for _, r := range plain {
 		ch := false
+		var paths []string
 		var werr error
 		for _, f := range r.files {
 			c, err := e.sink.Write(f)
@@ -502,6 +512,9 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 				break
 			}
 			ch = ch || c
+			if c && listen {
+				paths = append(paths, e.sink.Path(f.Name))
+			}
 		}
 		if werr != nil {
 			e.writeFailed(r.s, werr)
@@ -510,11 +523,12 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 				// Some files of an expanding secret are new on disk: the app
 				// must hear of them even though the rest will be retried.
 				changed = append(changed, r.s.cfg.Name)
+				targets = append(targets, paths...)
 				initial = false
 			}
 			continue
 		}
-		note(r, ch)
+		note(r, ch, paths)
 	}
 	for b, members := range bundles {
 		if broken[b] {
@@ -534,12 +548,20 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 				writeErr = true
 				continue
 			}
-			note(r, ch)
+			var paths []string
+			if ch && listen {
+				// The bundle is swapped whole: every member path now
+				// resolves to a new file, whether its bytes changed or not.
+				for _, f := range r.files {
+					paths = append(paths, e.sink.Path(b+"/"+f.Name))
+				}
+			}
+			note(r, ch, paths)
 		}
 	}
 	e.checkReady()
-	if len(changed) > 0 && e.change != nil {
-		e.change(Change{Secrets: changed, Initial: initial})
+	if len(changed) > 0 && listen {
+		e.change(Change{Secrets: changed, Targets: targets, Initial: initial})
 	}
 	if !reschedule {
 		return

@@ -7,6 +7,7 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -261,6 +262,101 @@ func TestChangesAndInitial(t *testing.T) {
 	c = <-f.changes
 	if c.Initial || len(c.Secrets) != 1 || c.Secrets[0] != "A" {
 		t.Fatalf("change = %+v, want A, not initial", c)
+	}
+}
+
+// TestChangeTargets: a change names the files that changed by absolute
+// path, alongside the secrets.
+func TestChangeTargets(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		secrets []config.Secret
+		// Values before and after; fields of one object per source path.
+		before, after map[string]map[string]string
+		initialWant   []string // targets of the first sync, relative to the output directory
+		secretsWant   []string
+		targetsWant   []string // of the second sync
+	}{
+		{
+			name: "one of two secrets of an object",
+			secrets: []config.Secret{
+				{Name: "A", Ref: testenv.Ref(t, "vault://secret/app#a"), Required: true},
+				{Name: "B", Ref: testenv.Ref(t, "vault://secret/app#b"), Required: true},
+			},
+			before:      map[string]map[string]string{"secret/app": {"a": "1", "b": "x"}},
+			after:       map[string]map[string]string{"secret/app": {"a": "2", "b": "x"}},
+			initialWant: []string{"a", "b"},
+			secretsWant: []string{"A"},
+			targetsWant: []string{"a"},
+		},
+		{
+			name:        "expanding secret: only the files whose bytes changed",
+			secrets:     []config.Secret{{Name: "REDIS", Ref: testenv.Ref(t, "file:///k8s/redis/"), Required: true}},
+			before:      map[string]map[string]string{"/k8s/redis/": {"password": "p1", "user": "u"}},
+			after:       map[string]map[string]string{"/k8s/redis/": {"password": "p2", "user": "u"}},
+			initialWant: []string{"redis_password", "redis_user"},
+			secretsWant: []string{"REDIS"},
+			targetsWant: []string{"redis_password"},
+		},
+		{
+			name: "bundle: every member, one of which changed",
+			secrets: []config.Secret{
+				{Name: "TLS_CERT", File: "tls.crt", Bundle: "tls", Ref: testenv.Ref(t, "file:///certs/cert.pem"), Required: true},
+				{Name: "TLS_KEY", File: "tls.key", Bundle: "tls", Ref: testenv.Ref(t, "file:///certs/key.pem"), Required: true},
+			},
+			before:      map[string]map[string]string{"/certs/cert.pem": {"": "c1"}, "/certs/key.pem": {"": "k"}},
+			after:       map[string]map[string]string{"/certs/cert.pem": {"": "c2"}, "/certs/key.pem": {"": "k"}},
+			initialWant: []string{"tls/tls.crt", "tls/tls.key"},
+			secretsWant: []string{"TLS_CERT", "TLS_KEY"},
+			targetsWant: []string{"tls/tls.crt", "tls/tls.key"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.secrets...)
+			values := tc.before
+			src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
+				fields := values[ref.Path]
+				if v, ok := fields[""]; ok {
+					return sources.Object{Value: secret.FromString(v)}, nil
+				}
+				return kv(fields), nil
+			}}
+			e := f.engine(t, map[string]sources.Source{tc.secrets[0].Ref.Kind: src})
+			if err := e.Once(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			abs := func(names []string) []string {
+				var out []string
+				for _, n := range names {
+					out = append(out, filepath.Join(f.dir, n))
+				}
+				return out
+			}
+			first := <-f.changes
+			slices.Sort(first.Targets)
+			if want := abs(tc.initialWant); !slices.Equal(first.Targets, want) {
+				t.Fatalf("first sync: targets %v, want %v", first.Targets, want)
+			}
+			values = tc.after
+			if err := e.Once(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			c := <-f.changes
+			slices.Sort(c.Secrets)
+			slices.Sort(c.Targets)
+			want := abs(tc.targetsWant)
+			if !slices.Equal(c.Secrets, tc.secretsWant) || !slices.Equal(c.Targets, want) {
+				t.Fatalf("change = secrets %v, targets %v; want %v, %v", c.Secrets, c.Targets, tc.secretsWant, want)
+			}
+			for _, p := range c.Targets {
+				if !filepath.IsAbs(p) {
+					t.Errorf("target %q is not absolute", p)
+				}
+				if _, err := os.Stat(p); err != nil {
+					t.Errorf("target %q: %v", p, err)
+				}
+			}
+		})
 	}
 }
 
