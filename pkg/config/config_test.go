@@ -26,8 +26,11 @@ func TestParseErrors(t *testing.T) {
 		want string // prefix of the first error line, after "x.yaml:"
 		msg  string // part of the same line
 	}{
-		{"malformed yaml", "output:\n  dir: /a\n   bad: [\n", "3:", "invalid YAML"},
-		{"tab indentation", "output:\n\tdir: /a\n", "2:", "invalid YAML"},
+		{"malformed yaml", "output:\n  dir: /a\n   bad: [\n", "3:7: ", "invalid YAML: mapping values are not allowed"},
+		{"tab indentation", "output:\n\tdir: /a\n", "2:1: ", "(a tab: YAML indents with spaces only)"},
+		{"mis-indented key", "output:\n  dir: /a\nsecrets:\n  - name: A\n    ref: file:///a\n   file: x\n", "6:4: ", "did not find expected '-' indicator; while parsing a block collection that starts at 4:3"},
+		{"unclosed flow sequence", "output: {dir: /a}\nsecrets: [\n  {name: A, ref: \"file:///a\"}\n", "4:1: ", "(at the end of the file); while parsing a flow sequence that starts at 2:10"},
+		{"two colons", "a: b: c\n", "1:5: ", "mapping values are not allowed"},
 		{"empty file", "", " ", "the file is empty"},
 		{"second document", minimal + "---\nlisten: :1\n", "4:1: ", "a second YAML document"},
 		{"not a mapping", "- a\n", "1:1: ", "want a mapping, got a list"},

@@ -9,11 +9,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
+	"go.yaml.in/yaml/v4"
 )
 
 // Options are what the program adds to the file's own rules.
@@ -81,8 +80,6 @@ func (d *decoder) available(c *Config, why func(*Config, string) string) {
 	}
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
 // parseYAML returns the root node of the single document in data.
 func parseYAML(name string, data []byte) (*yaml.Node, *Error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -107,19 +104,23 @@ func parseYAML(name string, data []byte) (*yaml.Node, *Error) {
 	return doc.Content[0], nil
 }
 
-// syntaxError turns a YAML library error into an Error. The library gives a
-// line only; the column points at the line's first non-blank character.
+// syntaxError turns a YAML library error into an Error at the place the
+// parser stopped, with the construct it was in when that is elsewhere.
 func syntaxError(name string, data []byte, err error) *Error {
 	e := &Error{File: name, Msg: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
-	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-		e.Line, _ = strconv.Atoi(m[1])
-		e.Msg = "invalid YAML: " + m[2]
-		e.Column = 1
-		lines := bytes.SplitN(data, []byte("\n"), e.Line+1)
-		if e.Line >= 1 && e.Line <= len(lines) {
-			l := lines[e.Line-1]
-			e.Column = len(l) - len(bytes.TrimLeft(l, " \t")) + 1
-		}
+	var le *yaml.LoadError
+	if !errors.As(err, &le) {
+		return e
+	}
+	e.Line, e.Column = le.Mark.Line, le.Mark.Column
+	e.Msg = "invalid YAML: " + le.Message
+	if le.Mark.Index >= 0 && le.Mark.Index < len(data) && data[le.Mark.Index] == '\t' {
+		e.Msg += " (a tab: YAML indents with spaces only)"
+	} else if le.Mark.Index >= len(data) {
+		e.Msg += " (at the end of the file)"
+	}
+	if c := le.ContextMark; le.ContextMsg != "" && c.Line > 0 && c != le.Mark {
+		e.Msg += fmt.Sprintf("; %s that starts at %d:%d", le.ContextMsg, c.Line, c.Column)
 	}
 	return e
 }
