@@ -3,10 +3,12 @@
 # tests need (apt packages, Go tools, a Vault server, emulators; cached under
 # ~/.cache/phase-sidecar-test), then runs gofmt, go vet, staticcheck, every
 # test with -race, the fuzz tests briefly, the deploy kit's tests and the
-# contract smoke check. Under CI=true a missing tool fails the run.
+# contract smoke check. It installs every tool first, so a test that finds
+# one missing fails instead of skipping: CI is true unless set (CI=false
+# lets tests skip, as plain `go test` does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CI="${CI:-}"
+export CI="${CI:-true}"
 export DEBIAN_FRONTEND=noninteractive # apt-get in the tool scripts never prompts
 fuzztime="${FUZZTIME:-10s}"
 log=$(mktemp -d -t phase-sidecar-ci.XXXXXX)
