@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -298,5 +300,84 @@ func TestRunJoinsEveryGoroutine(t *testing.T) {
 				time.Sleep(time.Millisecond)
 			}
 		})
+	}
+}
+
+// TestRecheckWithoutEvents: a file source whose watcher never wakes the
+// engine (every event missed) is still re-read every sources.file.recheck;
+// an unchanged file yields no change, a changed one is written and reported.
+// A Vault secret on the same hour-long refresh is not re-read meanwhile.
+func TestRecheckWithoutEvents(t *testing.T) {
+	f := newFixture(t,
+		config.Secret{Name: "A", Ref: testenv.Ref(t, "file:///src/a"), Required: true},
+		config.Secret{Name: "V", Ref: testenv.Ref(t, "vault://secret/v#v"), Required: true},
+	)
+	f.cfg.Refresh = time.Hour
+	f.cfg.Sources.File.Recheck = 50 * time.Millisecond
+	var mu sync.Mutex
+	val := "1"
+	fetched := make(chan struct{}, 100)
+	files := &fakeWatcher{wake: make(chan func(sources.Ref), 1)} // its wake is never called
+	files.fetch = func(ref sources.Ref) (sources.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		fetched <- struct{}{}
+		return sources.Object{Value: secret.FromString(val), Version: val}, nil
+	}
+	vault := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
+		return kv(map[string]string{"v": "x"}), nil
+	}}
+	e := f.engine(t, map[string]sources.Source{sources.File: files, sources.Vault: vault})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	<-files.wake // the watcher runs; it just never reports anything
+	<-e.Ready()
+	for range 2 { // one initial change per job
+		if c := <-f.changes; !c.Initial {
+			t.Fatalf("first change not initial: %+v", c)
+		}
+	}
+	awaitFetch := func() {
+		t.Helper()
+		select {
+		case <-fetched:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the file was not re-checked without an event")
+		}
+	}
+	// The first sync, then two re-checks of unchanged content; the third
+	// fetch starts only after the second re-check finished.
+	for range 4 {
+		awaitFetch()
+	}
+	select {
+	case c := <-f.changes:
+		t.Fatalf("an unchanged file reported a change: %+v", c)
+	default:
+	}
+
+	mu.Lock()
+	val = "2"
+	mu.Unlock()
+	var c Change
+	select {
+	case c = <-f.changes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a changed file was not picked up by the re-check")
+	}
+	if want := filepath.Join(f.dir, "a"); c.Initial || !slices.Equal(c.Secrets, []string{"A"}) || !slices.Equal(c.Targets, []string{want}) {
+		t.Fatalf("change = %+v, want secret A, target %s, not initial", c, want)
+	}
+	if got := f.read(t, "a"); got != "2" {
+		t.Fatalf("a = %q after the re-check", got)
+	}
+	if n := vault.count("vault://secret/v"); n != 1 {
+		t.Errorf("vault secret fetched %d times, want 1: the file recheck must not shorten other sources' refresh", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
