@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,7 +65,7 @@ type sidecar struct {
 	cmd  *exec.Cmd
 	addr string
 	out  *syncBuffer
-	done chan error
+	done chan struct{} // closed once the process has exited and been reaped
 }
 
 type syncBuffer struct {
@@ -98,19 +99,28 @@ func writeConfig(t *testing.T, out, body string) (path, addr string) {
 }
 
 // start runs `phase-sidecar run` at debug level and checks, when the test
-// ends, that no canary value reached its output.
+// ends, that no canary value reached its output, /metrics or /v1/status.
 func start(t *testing.T, config, addr string, extra ...string) *sidecar {
 	t.Helper()
-	s := &sidecar{t: t, addr: addr, out: &syncBuffer{}, done: make(chan error, 1)}
+	return startAs(t, nil, config, addr, extra...)
+}
+
+// startAs is start with the process attributes attr (nil: none), e.g. to
+// run the sidecar as another uid.
+func startAs(t *testing.T, attr *syscall.SysProcAttr, config, addr string, extra ...string) *sidecar {
+	t.Helper()
+	s := &sidecar{t: t, addr: addr, out: &syncBuffer{}, done: make(chan struct{})}
 	args := append([]string{"run", "--config", config, "--log-level", "debug"}, extra...)
 	s.cmd = exec.Command(binary, args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	s.cmd.SysProcAttr = attr
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.done <- s.cmd.Wait() }()
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	t.Cleanup(func() {
-		if s.cmd.ProcessState == nil {
+		if !s.exited() {
+			s.scrapeForLeaks()
 			_ = s.cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-s.done:
@@ -127,6 +137,28 @@ func start(t *testing.T, config, addr string, extra ...string) *sidecar {
 	return s
 }
 
+func (s *sidecar) exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// scrapeForLeaks fetches /metrics and /v1/status, which get checks for
+// canaries, from a sidecar still running: the last look before it stops,
+// after everything the test did.
+func (s *sidecar) scrapeForLeaks() {
+	s.t.Helper()
+	for _, path := range []string{"/metrics", "/v1/status"} {
+		// A test that failed early may not have a server up; do not pile on.
+		if code, body := s.get(path); code != 200 && !s.t.Failed() && !s.exited() {
+			s.t.Errorf("GET %s before stopping = %d %s; the leak check needs it", path, code, body)
+		}
+	}
+}
+
 func noCanary(t *testing.T, where, text string) {
 	t.Helper()
 	if strings.Contains(text, canary) {
@@ -134,10 +166,14 @@ func noCanary(t *testing.T, where, text string) {
 	}
 }
 
+// client bounds every request so that a hung sidecar fails a test instead
+// of stalling it.
+var client = &http.Client{Timeout: 10 * time.Second}
+
 // get fetches an endpoint; the body is checked for canaries.
 func (s *sidecar) get(path string) (int, string) {
 	s.t.Helper()
-	resp, err := http.Get("http://" + s.addr + path)
+	resp, err := client.Get("http://" + s.addr + path)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -176,18 +212,31 @@ func waitFile(t *testing.T, path, want string) {
 // stop sends SIGTERM and returns the exit code.
 func (s *sidecar) stop() int {
 	s.t.Helper()
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	return s.stopWith(syscall.SIGTERM)
+}
+
+// stopWith checks the endpoints for leaks, sends sig and returns the exit
+// code.
+func (s *sidecar) stopWith(sig syscall.Signal) int {
+	s.t.Helper()
+	s.scrapeForLeaks()
+	_ = s.cmd.Process.Signal(sig)
 	select {
 	case <-s.done:
 	case <-time.After(20 * time.Second):
-		s.t.Fatal("no exit within 20s of SIGTERM")
+		s.t.Fatalf("no exit within 20s of %v", sig)
 	}
 	return s.cmd.ProcessState.ExitCode()
 }
 
-// runCmd runs a one-shot subcommand and returns its exit code and output.
+// runCmd runs a one-shot subcommand and returns its exit code and output,
+// which is checked for canaries; `once` runs at debug level, so that its
+// most talkative output is the one checked.
 func runCmd(t *testing.T, args ...string) (int, string) {
 	t.Helper()
+	if args[0] == "once" && !slices.Contains(args, "--log-level") {
+		args = append([]string{"once", "--log-level", "debug"}, args[1:]...)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)

@@ -26,12 +26,15 @@ sources:
   vault: { address: "http://127.0.0.1:1" }
 `)
 	o, err := exec.Command(slim, "validate", "--config", cfg).CombinedOutput()
+	noCanary(t, "slim validate output", string(o))
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 ||
 		!strings.Contains(string(o), "built without the Vault source") || !strings.Contains(string(o), "built without the AWS source") {
 		t.Fatalf("slim validate = %v:\n%s", err, o)
 	}
 	files, _ := writeConfig(t, out, "secrets:\n  - name: A\n    ref: file://"+src+"/a\n")
-	if o, err := exec.Command(slim, "once", "--config", files).CombinedOutput(); err != nil {
+	o, err = exec.Command(slim, "once", "--config", files, "--log-level", "debug").CombinedOutput()
+	noCanary(t, "slim once output", string(o))
+	if err != nil {
 		t.Fatalf("slim once: %v\n%s", err, o)
 	}
 	waitFile(t, filepath.Join(out, "a"), value("a"))
