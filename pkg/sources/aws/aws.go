@@ -1,6 +1,7 @@
 // Package aws reads secrets from AWS Secrets Manager and SSM Parameter Store
-// with credentials from the EC2 instance role over IMDSv2 (or the SDK's
-// default chain), optionally through STS AssumeRole.
+// with credentials from the EC2 instance role over IMDSv2 (or a default
+// chain of environment, web identity, shared profile, container and IMDS),
+// optionally through STS AssumeRole.
 package aws
 
 import (
@@ -19,12 +20,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"golang.org/x/time/rate"
 
@@ -46,11 +44,14 @@ type Options struct {
 	// Env reads the environment (os.Getenv in production): AWS_REGION,
 	// AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SECRETS_MANAGER,
 	// AWS_ENDPOINT_URL_SSM, AWS_ENDPOINT_URL_STS,
-	// AWS_EC2_METADATA_SERVICE_ENDPOINT, AWS_EC2_METADATA_DISABLED. In
-	// "default" mode the SDK's chain also reads the process environment itself.
+	// AWS_EC2_METADATA_SERVICE_ENDPOINT, AWS_EC2_METADATA_DISABLED,
+	// AWS_CA_BUNDLE; in "default" mode also the chain's variables
+	// (AWS_ACCESS_KEY_ID, AWS_WEB_IDENTITY_TOKEN_FILE, AWS_PROFILE,
+	// AWS_CONFIG_FILE, AWS_CONTAINER_CREDENTIALS_*, HOME, …).
 	Env func(string) string
 	// HTTPClient sends every Secrets Manager, SSM and STS request; nil means
-	// the SDK's default. IMDS always uses its own short-timeout client.
+	// the SDK's default transport. IMDS and container credentials always use
+	// their own clients.
 	HTTPClient aws.HTTPClient
 }
 
@@ -64,11 +65,13 @@ type Source struct {
 	cfg     config.AWS
 	http    aws.HTTPClient
 
-	imds *imds.Client // nil in "default" mode without IMDS region lookup
-	diag *imdsDiag    // nil in "default" mode
+	imds *imds.Client // nil when AWS_EC2_METADATA_DISABLED in "default" mode
+	diag *imdsDiag    // nil when imds is
+	// base supplies credentials before AssumeRole; nil until the region is
+	// known when it is web identity (an STS call).
 	base aws.CredentialsProvider
-	// loaded is the SDK's shared configuration in "default" mode.
-	loaded *aws.Config
+	// chain is what "default" mode resolved; nil in "imds" mode.
+	chain *chain
 	// region is fixed once known; clients are built then (lazily when the
 	// region must come from IMDS placement).
 	mu     sync.Mutex
@@ -109,8 +112,7 @@ func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
 		return nil, errors.New("aws: assume_role: role_arn is required")
 	}
 
-	if bundle := s.env("AWS_CA_BUNDLE"); bundle != "" && s.http == nil && cfg.Credentials != CredentialsDefault {
-		// The SDK's chain reads it itself in "default" mode.
+	if bundle := s.env("AWS_CA_BUNDLE"); bundle != "" && s.http == nil {
 		c, err := caBundleClient(bundle)
 		if err != nil {
 			return nil, err
@@ -119,6 +121,12 @@ func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
 	}
 	imdsEndpoint := s.env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
 	imdsDisabled := strings.EqualFold(s.env("AWS_EC2_METADATA_DISABLED"), "true")
+	newIMDSCredentials := func() *imdsCredentials {
+		return &imdsCredentials{
+			provider: ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = s.imds }),
+			diag:     s.diag,
+		}
+	}
 	switch cfg.Credentials {
 	case "", CredentialsIMDS:
 		if imdsDisabled {
@@ -128,26 +136,27 @@ func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
 		s.imds = newIMDS(imdsEndpoint, s.diag)
 		// Only the instance role: no environment, shared files or web
 		// identity, and never IMDSv1 (EnableFallback is false on the client).
-		s.base = &imdsCredentials{
-			provider: ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = s.imds }),
-			diag:     s.diag,
-		}
+		s.base = newIMDSCredentials()
 	case CredentialsDefault:
-		ac, err := awsconfig.LoadDefaultConfig(ctx)
+		// Not the SDK's config.LoadDefaultConfig: it links the SSO, SSO-OIDC
+		// and sign-in clients into every build, megabytes of resident memory.
+		c, err := resolveChain(ctx, s.env, imdsDisabled)
 		if err != nil {
-			return nil, fmt.Errorf("aws: credentials: default: load shared config: %w", err)
+			return nil, err
 		}
-		s.loaded = &ac
-		s.base = ac.Credentials
-		if s.base == nil {
-			return nil, errors.New("aws: credentials: default: the SDK chain has no credential provider")
-		}
+		s.chain = c
 		if !imdsDisabled {
 			s.diag = &imdsDiag{endpoint: imdsEndpoint}
 			s.imds = newIMDS(imdsEndpoint, s.diag)
 		}
-		if s.regionFromConfig() == "" && ac.Region != "" {
-			s.cfg.Region = ac.Region // from the shared config file
+		switch {
+		case c.static != nil:
+			s.base = c.static
+		case c.source == fromIMDS:
+			s.base = newIMDSCredentials()
+		}
+		if s.regionFromConfig() == "" && c.region != "" {
+			s.cfg.Region = c.region // from the shared config file
 		}
 	default:
 		return nil, fmt.Errorf("aws: credentials %q: want %q or %q", cfg.Credentials, CredentialsIMDS, CredentialsDefault)
@@ -184,6 +193,9 @@ func (s *Source) Check(ctx context.Context) error {
 		return err
 	}
 	msg := "aws credentials ready from " + c.Source
+	if s.chain != nil {
+		msg += " (default chain: " + s.chain.source + ")"
+	}
 	if ar := s.cfg.AssumeRole; ar != nil {
 		msg += " as " + ar.RoleARN
 	}
@@ -239,23 +251,25 @@ func (s *Source) build(region string) {
 }
 
 func (s *Source) buildLocked(region string) {
-	base := aws.Config{Retryer: func() aws.Retryer { return newRetryer() }}
-	if s.loaded != nil {
-		// "default" mode keeps what the shared config set up (CA bundle,
-		// retry mode, app id).
-		base = s.loaded.Copy()
+	hc := s.http
+	if hc == nil {
+		hc = awshttp.NewBuildableClient()
 	}
-	base.Region = region
-	if s.http != nil {
-		base.HTTPClient = s.http
+	base := aws.Config{Retryer: func() aws.Retryer { return newRetryer() }, Region: region, HTTPClient: hc}
+	stsEndpoint := func(o *sts.Options) {
+		if ep := s.endpoint("AWS_ENDPOINT_URL_STS"); ep != "" {
+			o.BaseEndpoint = aws.String(ep)
+		}
+	}
+	if s.base == nil && s.chain != nil && s.chain.webIdentity != nil {
+		// AssumeRoleWithWebIdentity is unsigned: no credentials on the client.
+		s.base = s.chain.webIdentity.provider(sts.NewFromConfig(base, stsEndpoint))
 	}
 	creds := s.base
 	if ar := s.cfg.AssumeRole; ar != nil {
 		stsCfg := base
 		stsCfg.Credentials = s.base
-		client := sts.NewFromConfig(stsCfg, func(o *sts.Options) {
-			o.BaseEndpoint = s.endpoint("AWS_ENDPOINT_URL_STS")
-		})
+		client := sts.NewFromConfig(stsCfg, stsEndpoint)
 		creds = stscreds.NewAssumeRoleProvider(client, ar.RoleARN, func(o *stscreds.AssumeRoleOptions) {
 			o.RoleSessionName = ar.SessionName
 			if o.RoleSessionName == "" {
@@ -283,25 +297,28 @@ func (s *Source) buildLocked(region string) {
 			o.ExpiryWindowJitterFrac = 0.5
 		})
 	}
-	base.Credentials = s.creds
-	s.sm = secretsmanager.NewFromConfig(base, func(o *secretsmanager.Options) {
-		o.BaseEndpoint = s.endpoint("AWS_ENDPOINT_URL_SECRETS_MANAGER")
-	})
-	s.ssm = ssm.NewFromConfig(base, func(o *ssm.Options) {
-		o.BaseEndpoint = s.endpoint("AWS_ENDPOINT_URL_SSM")
-	})
+	smURL := s.endpoint("AWS_ENDPOINT_URL_SECRETS_MANAGER")
+	if smURL == "" {
+		smURL = serviceEndpoint("secretsmanager", region)
+	}
+	ssmURL := s.endpoint("AWS_ENDPOINT_URL_SSM")
+	if ssmURL == "" {
+		ssmURL = serviceEndpoint("ssm", region)
+	}
+	s.sm = smClient{newJSONClient(hc, smURL, "secretsmanager", "secretsmanager", "Secrets Manager", region, s.creds)}
+	s.ssm = ssmClient{newJSONClient(hc, ssmURL, "ssm", "AmazonSSM", "SSM", region, s.creds)}
 	s.region = region
 }
 
 // endpoint is the service-specific endpoint variable, else AWS_ENDPOINT_URL,
-// else nil (the SDK's resolver).
-func (s *Source) endpoint(serviceVar string) *string {
+// else "" (the public endpoint).
+func (s *Source) endpoint(serviceVar string) string {
 	for _, k := range []string{serviceVar, "AWS_ENDPOINT_URL"} {
 		if v := s.env(k); v != "" {
-			return aws.String(v)
+			return v
 		}
 	}
-	return nil
+	return ""
 }
 
 // credentials retrieves (cached) credentials, records their expiry and

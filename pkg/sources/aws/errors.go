@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -19,7 +18,7 @@ import (
 // newRetryer is the SDK's standard retryer (3 attempts, exponential back-off
 // with full jitter, throttles retried); the source-wide back-off comes on top
 // when the retries are exhausted.
-func newRetryer() aws.Retryer { return retry.NewStandard() }
+func newRetryer() *retry.Standard { return retry.NewStandard() }
 
 // codeSentinel maps AWS error codes to the errors the engine decides on.
 var codeSentinel = map[string]error{
@@ -144,7 +143,10 @@ func (s *Source) denied(what, action, msg string) string {
 	if ar := s.cfg.AssumeRole; ar != nil {
 		who = ar.RoleARN
 	} else if s.cfg.Credentials == CredentialsDefault {
-		who = "the SDK default credentials"
+		who = "the default chain's credentials"
+		if s.chain != nil {
+			who += " (" + s.chain.source + ")"
+		}
 	}
 	if action == "" {
 		return fmt.Sprintf("%s: access denied for %s: %s", what, who, msg)

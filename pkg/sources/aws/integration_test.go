@@ -424,22 +424,19 @@ func TestIntegrationIMDSDiagnosis(t *testing.T) {
 	})
 }
 
-// TestIntegrationDefaultChain: credentials: default takes the SDK's chain,
-// here the environment (so it cannot run in parallel).
+// TestIntegrationDefaultChain: credentials: default takes the default
+// chain, here the environment keys (read through Options.Env).
 func TestIntegrationDefaultChain(t *testing.T) {
+	t.Parallel()
 	moto := sharedMoto(t)
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID": "AKIADEFAULTCHAIN0001", "AWS_SECRET_ACCESS_KEY": "chain-secret", "AWS_SESSION_TOKEN": "",
-		"AWS_PROFILE": "", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-		"AWS_EC2_METADATA_DISABLED": "true",
-	} {
-		t.Setenv(k, v)
-	}
 	seed := newSeeder(t, moto, credentials.NewStaticCredentialsProvider("AKIADEFAULTCHAIN0001", "chain-secret", ""))
 	seed.param(t, "/default-chain/token", "tok", ssmtypes.ParameterTypeSecureString, true)
 	rec := newRecorder()
 	src, err := New(testCtx(t), config.AWS{Region: testRegion, Credentials: CredentialsDefault}, Options{
-		Env: envMap("AWS_ENDPOINT_URL", moto, "AWS_EC2_METADATA_DISABLED", "true"), HTTPClient: rec,
+		Env: envMap("AWS_ENDPOINT_URL", moto, "AWS_EC2_METADATA_DISABLED", "true",
+			"AWS_ACCESS_KEY_ID", "AKIADEFAULTCHAIN0001", "AWS_SECRET_ACCESS_KEY", "chain-secret",
+			"AWS_CONFIG_FILE", "/dev/null", "AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+		HTTPClient: rec,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -6,19 +6,77 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-	smtypes "github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
-// smAPI is the part of the Secrets Manager client the source calls.
+// smAPI is the part of the Secrets Manager API the source calls.
 type smAPI interface {
-	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
-	BatchGetSecretValue(ctx context.Context, in *secretsmanager.BatchGetSecretValueInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.BatchGetSecretValueOutput, error)
+	GetSecretValue(ctx context.Context, in *getSecretValueInput) (*getSecretValueOutput, error)
+	BatchGetSecretValue(ctx context.Context, in *batchGetSecretValueInput) (*batchGetSecretValueOutput, error)
+}
+
+// The request and response shapes, with the API's JSON field names; only
+// the fields the source uses.
+type (
+	getSecretValueInput struct {
+		SecretId     string
+		VersionId    string `json:",omitempty"`
+		VersionStage string `json:",omitempty"`
+	}
+	getSecretValueOutput struct {
+		SecretString *secretText
+		SecretBinary []byte // base64 in JSON
+		VersionId    string
+	}
+	batchGetSecretValueInput struct {
+		SecretIdList []string
+		NextToken    string `json:",omitempty"`
+	}
+	batchGetSecretValueOutput struct {
+		SecretValues []secretValueEntry
+		Errors       []smAPIError
+		NextToken    string
+	}
+	secretValueEntry struct {
+		ARN          string
+		Name         string
+		SecretString *secretText
+		SecretBinary []byte
+		VersionId    string
+	}
+	smAPIError struct {
+		SecretId  string
+		ErrorCode string
+		Message   string
+	}
+)
+
+func (o *getSecretValueOutput) wipe() {
+	o.SecretString.wipe()
+	clear(o.SecretBinary)
+}
+
+func (o *batchGetSecretValueOutput) wipe() {
+	for i := range o.SecretValues {
+		o.SecretValues[i].SecretString.wipe()
+		clear(o.SecretValues[i].SecretBinary)
+	}
+}
+
+// smClient is smAPI over the JSON protocol.
+type smClient struct{ c *jsonClient }
+
+func (c smClient) GetSecretValue(ctx context.Context, in *getSecretValueInput) (*getSecretValueOutput, error) {
+	out := &getSecretValueOutput{}
+	return out, c.c.call(ctx, "GetSecretValue", in, out)
+}
+
+func (c smClient) BatchGetSecretValue(ctx context.Context, in *batchGetSecretValueInput) (*batchGetSecretValueOutput, error) {
+	out := &batchGetSecretValueOutput{}
+	return out, c.c.call(ctx, "BatchGetSecretValue", in, out)
 }
 
 // smBatchMax is BatchGetSecretValue's limit on SecretIdList.
@@ -59,16 +117,16 @@ func (m *secretsManager) client(ctx context.Context) (smAPI, error) {
 // ?version_id=.
 func (m *secretsManager) Fetch(ctx context.Context, ref sources.Ref) (sources.Object, error) {
 	what := fmt.Sprintf("aws-sm: get secret %q", ref.Path)
-	in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(ref.Path)}
+	in := &getSecretValueInput{SecretId: ref.Path}
 	if id := ref.Param("version_id"); id != "" {
-		in.VersionId = aws.String(id)
+		in.VersionId = id
 		what += fmt.Sprintf(" version_id %q", id)
 	} else {
 		stage := ref.Param("stage")
 		if stage == "" {
 			stage = stageCurrent
 		}
-		in.VersionStage = aws.String(stage)
+		in.VersionStage = stage
 		if stage != stageCurrent {
 			what += fmt.Sprintf(" stage %q", stage)
 		}
@@ -87,13 +145,17 @@ func (m *secretsManager) Fetch(ctx context.Context, ref sources.Ref) (sources.Ob
 	return smObject(what, out.SecretString, out.SecretBinary, out.VersionId)
 }
 
-func smObject(what string, str *string, bin []byte, versionID *string) (sources.Object, error) {
-	o := sources.Object{Version: aws.ToString(versionID)}
+// smObject moves the decoded value into a secret.Value and clears the
+// decoded bytes.
+func smObject(what string, str *secretText, bin []byte, versionID string) (sources.Object, error) {
+	o := sources.Object{Version: versionID}
 	switch {
 	case str != nil:
-		o.Value = secret.FromString(*str)
+		o.Value = secret.New(*str)
+		str.wipe()
 	case bin != nil:
 		o.Value = secret.New(bin)
+		clear(bin)
 	default:
 		return sources.Object{}, fmt.Errorf("%s: the version has neither SecretString nor SecretBinary: %w", what, sources.ErrNotFound)
 	}
@@ -166,13 +228,13 @@ func (m *secretsManager) batch(ctx context.Context, ids []string) (map[string]so
 		want[id] = true
 	}
 	got := make(map[string]sources.Result, len(ids))
-	var next *string
+	var next string
 	for {
 		api, err := m.client(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		out, err := api.BatchGetSecretValue(ctx, &secretsmanager.BatchGetSecretValueInput{SecretIdList: ids, NextToken: next})
+		out, err := api.BatchGetSecretValue(ctx, &batchGetSecretValueInput{SecretIdList: ids, NextToken: next})
 		if err != nil {
 			err = m.s.classify(what, "secretsmanager:BatchGetSecretValue", err, nil)
 			m.s.observe(sources.AWSSM, err)
@@ -182,27 +244,33 @@ func (m *secretsManager) batch(ctx context.Context, ids []string) (map[string]so
 		for _, v := range out.SecretValues {
 			// The answer names the secret by name and ARN; the request may
 			// have used either.
-			for _, id := range []string{aws.ToString(v.Name), aws.ToString(v.ARN)} {
+			var asked []string
+			for _, id := range []string{v.Name, v.ARN} {
 				if want[id] {
-					what := fmt.Sprintf("aws-sm: get secret %q", id)
-					o, err := smObject(what, v.SecretString, v.SecretBinary, v.VersionId)
-					got[id] = sources.Result{Object: o, Err: err}
+					asked = append(asked, id)
 				}
 			}
-		}
-		for _, e := range out.Errors {
-			id := aws.ToString(e.SecretId)
-			if want[id] {
-				got[id] = sources.Result{Err: m.batchError(id, e)}
+			if len(asked) == 0 {
+				continue
+			}
+			o, err := smObject(fmt.Sprintf("aws-sm: get secret %q", asked[0]), v.SecretString, v.SecretBinary, v.VersionId)
+			for _, id := range asked {
+				got[id] = sources.Result{Object: o, Err: err}
 			}
 		}
-		if next = out.NextToken; next == nil || *next == "" {
+		out.wipe() // values that answered no id asked for
+		for _, e := range out.Errors {
+			if want[e.SecretId] {
+				got[e.SecretId] = sources.Result{Err: m.batchError(e.SecretId, e)}
+			}
+		}
+		if next = out.NextToken; next == "" {
 			return got, nil
 		}
 	}
 }
 
-func (m *secretsManager) batchError(id string, e smtypes.APIErrorType) error {
-	err := &smithy.GenericAPIError{Code: aws.ToString(e.ErrorCode), Message: aws.ToString(e.Message)}
+func (m *secretsManager) batchError(id string, e smAPIError) error {
+	err := &smithy.GenericAPIError{Code: e.ErrorCode, Message: e.Message}
 	return m.s.classify(fmt.Sprintf("aws-sm: get secret %q", id), "secretsmanager:GetSecretValue", err, nil)
 }

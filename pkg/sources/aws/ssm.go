@@ -7,20 +7,87 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
-	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
-// ssmAPI is the part of the SSM client the source calls.
+// ssmAPI is the part of the SSM API the source calls.
 type ssmAPI interface {
-	GetParameter(ctx context.Context, in *ssm.GetParameterInput, optFns ...func(*ssm.Options)) (*ssm.GetParameterOutput, error)
-	GetParameters(ctx context.Context, in *ssm.GetParametersInput, optFns ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
-	GetParametersByPath(ctx context.Context, in *ssm.GetParametersByPathInput, optFns ...func(*ssm.Options)) (*ssm.GetParametersByPathOutput, error)
+	GetParameter(ctx context.Context, in *getParameterInput) (*getParameterOutput, error)
+	GetParameters(ctx context.Context, in *getParametersInput) (*getParametersOutput, error)
+	GetParametersByPath(ctx context.Context, in *getParametersByPathInput) (*getParametersByPathOutput, error)
+}
+
+// The request and response shapes, with the API's JSON field names; only
+// the fields the source uses.
+type (
+	getParameterInput struct {
+		Name           string
+		WithDecryption bool
+	}
+	getParameterOutput struct {
+		Parameter *parameter
+	}
+	getParametersInput struct {
+		Names          []string
+		WithDecryption bool
+	}
+	getParametersOutput struct {
+		Parameters        []parameter
+		InvalidParameters []string
+	}
+	getParametersByPathInput struct {
+		Path           string
+		Recursive      bool
+		WithDecryption bool
+		MaxResults     int32  `json:",omitempty"`
+		NextToken      string `json:",omitempty"`
+	}
+	getParametersByPathOutput struct {
+		Parameters []parameter
+		NextToken  string
+	}
+	parameter struct {
+		Name     string
+		Selector string
+		Value    secretText
+		Version  int64
+	}
+)
+
+func (o *getParameterOutput) wipe() {
+	if o.Parameter != nil {
+		o.Parameter.Value.wipe()
+	}
+}
+
+func (o *getParametersOutput) wipe()       { wipeParameters(o.Parameters) }
+func (o *getParametersByPathOutput) wipe() { wipeParameters(o.Parameters) }
+
+func wipeParameters(ps []parameter) {
+	for i := range ps {
+		ps[i].Value.wipe()
+	}
+}
+
+// ssmClient is ssmAPI over the JSON protocol.
+type ssmClient struct{ c *jsonClient }
+
+func (c ssmClient) GetParameter(ctx context.Context, in *getParameterInput) (*getParameterOutput, error) {
+	out := &getParameterOutput{}
+	return out, c.c.call(ctx, "GetParameter", in, out)
+}
+
+func (c ssmClient) GetParameters(ctx context.Context, in *getParametersInput) (*getParametersOutput, error) {
+	out := &getParametersOutput{}
+	return out, c.c.call(ctx, "GetParameters", in, out)
+}
+
+func (c ssmClient) GetParametersByPath(ctx context.Context, in *getParametersByPathInput) (*getParametersByPathOutput, error) {
+	out := &getParametersByPathOutput{}
+	return out, c.c.call(ctx, "GetParametersByPath", in, out)
 }
 
 const (
@@ -77,7 +144,7 @@ func (p *parameterStore) Fetch(ctx context.Context, ref sources.Ref) (sources.Ob
 	if err != nil {
 		return sources.Object{}, fmt.Errorf("%s: %w", what, err)
 	}
-	out, err := api.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name), WithDecryption: aws.Bool(true)})
+	out, err := api.GetParameter(ctx, &getParameterInput{Name: name, WithDecryption: true})
 	if err != nil {
 		err = p.s.classify(what, "ssm:GetParameter", err, nil)
 		p.s.observe(sources.AWSSSM, err)
@@ -90,11 +157,12 @@ func (p *parameterStore) Fetch(ctx context.Context, ref sources.Ref) (sources.Ob
 	return paramObject(out.Parameter), nil
 }
 
-func paramObject(p *ssmtypes.Parameter) sources.Object {
-	return sources.Object{
-		Value:   secret.FromString(aws.ToString(p.Value)),
-		Version: sources.Version(p.Version),
-	}
+// paramObject moves the decoded value into a secret.Value and clears the
+// decoded bytes.
+func paramObject(p *parameter) sources.Object {
+	o := sources.Object{Value: secret.New(p.Value), Version: sources.Version(p.Version)}
+	p.Value.wipe()
+	return o
 }
 
 // FieldName maps a parameter under path to its field: the name relative to
@@ -120,17 +188,17 @@ func (p *parameterStore) byPath(ctx context.Context, path string) (sources.Objec
 	fields := map[string]secret.Value{}
 	names := map[string]string{} // field → parameter name, to report collisions
 	var versions []string
-	var next *string
+	var next string
 	for {
 		api, err := p.client(ctx)
 		if err != nil {
 			return sources.Object{}, fmt.Errorf("%s: %w", what, err)
 		}
-		out, err := api.GetParametersByPath(ctx, &ssm.GetParametersByPathInput{
-			Path:           aws.String(apiPath),
-			Recursive:      aws.Bool(true),
-			WithDecryption: aws.Bool(true),
-			MaxResults:     aws.Int32(ssmPageMax),
+		out, err := api.GetParametersByPath(ctx, &getParametersByPathInput{
+			Path:           apiPath,
+			Recursive:      true,
+			WithDecryption: true,
+			MaxResults:     ssmPageMax,
 			NextToken:      next,
 		})
 		if err != nil {
@@ -139,17 +207,19 @@ func (p *parameterStore) byPath(ctx context.Context, path string) (sources.Objec
 			return sources.Object{}, err
 		}
 		p.s.observe(sources.AWSSSM, nil)
-		for _, prm := range out.Parameters {
-			name := aws.ToString(prm.Name)
-			field := FieldName(path, name)
+		for i := range out.Parameters {
+			prm := &out.Parameters[i]
+			field := FieldName(path, prm.Name)
 			if other, dup := names[field]; dup {
-				return sources.Object{}, fmt.Errorf("%s: parameters %q and %q both map to field %q; rename one", what, other, name, field)
+				out.wipe()
+				return sources.Object{}, fmt.Errorf("%s: parameters %q and %q both map to field %q; rename one", what, other, prm.Name, field)
 			}
-			names[field] = name
-			fields[field] = secret.FromString(aws.ToString(prm.Value))
-			versions = append(versions, fmt.Sprintf("%s\x00%d", name, prm.Version))
+			names[field] = prm.Name
+			fields[field] = secret.New(prm.Value)
+			prm.Value.wipe()
+			versions = append(versions, fmt.Sprintf("%s\x00%d", prm.Name, prm.Version))
 		}
-		if next = out.NextToken; next == nil || *next == "" {
+		if next = out.NextToken; next == "" {
 			break
 		}
 	}
@@ -211,7 +281,7 @@ func (p *parameterStore) batch(ctx context.Context, names []string) (map[string]
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	out, err := api.GetParameters(ctx, &ssm.GetParametersInput{Names: names, WithDecryption: aws.Bool(true)})
+	out, err := api.GetParameters(ctx, &getParametersInput{Names: names, WithDecryption: true})
 	if err != nil {
 		err = p.s.classify(what, "ssm:GetParameters", err, nil)
 		p.s.observe(sources.AWSSSM, err)
@@ -222,7 +292,7 @@ func (p *parameterStore) batch(ctx context.Context, names []string) (map[string]
 	for i := range out.Parameters {
 		prm := &out.Parameters[i]
 		// A selector comes back as Name plus Selector (":3", ":label").
-		got[aws.ToString(prm.Name)+aws.ToString(prm.Selector)] = sources.Result{Object: paramObject(prm)}
+		got[prm.Name+prm.Selector] = sources.Result{Object: paramObject(prm)}
 	}
 	for _, n := range out.InvalidParameters {
 		err := &smithy.GenericAPIError{Code: "ParameterNotFound", Message: "the parameter, version or label does not exist"}

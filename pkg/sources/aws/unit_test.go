@@ -18,10 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-	smtypes "github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
-	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"golang.org/x/time/rate"
@@ -30,36 +26,42 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
-// fakeSM and fakeSSM are function-field fakes of the SDK clients.
+// fakeSM and fakeSSM are function-field fakes of the API clients.
 type fakeSM struct {
-	get   func(*secretsmanager.GetSecretValueInput) (*secretsmanager.GetSecretValueOutput, error)
-	batch func(*secretsmanager.BatchGetSecretValueInput) (*secretsmanager.BatchGetSecretValueOutput, error)
+	get   func(*getSecretValueInput) (*getSecretValueOutput, error)
+	batch func(*batchGetSecretValueInput) (*batchGetSecretValueOutput, error)
 }
 
-func (f *fakeSM) GetSecretValue(_ context.Context, in *secretsmanager.GetSecretValueInput, _ ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
+func (f *fakeSM) GetSecretValue(_ context.Context, in *getSecretValueInput) (*getSecretValueOutput, error) {
 	return f.get(in)
 }
 
-func (f *fakeSM) BatchGetSecretValue(_ context.Context, in *secretsmanager.BatchGetSecretValueInput, _ ...func(*secretsmanager.Options)) (*secretsmanager.BatchGetSecretValueOutput, error) {
+func (f *fakeSM) BatchGetSecretValue(_ context.Context, in *batchGetSecretValueInput) (*batchGetSecretValueOutput, error) {
 	return f.batch(in)
 }
 
 type fakeSSM struct {
-	get    func(*ssm.GetParameterInput) (*ssm.GetParameterOutput, error)
-	gets   func(*ssm.GetParametersInput) (*ssm.GetParametersOutput, error)
-	byPath func(*ssm.GetParametersByPathInput) (*ssm.GetParametersByPathOutput, error)
+	get    func(*getParameterInput) (*getParameterOutput, error)
+	gets   func(*getParametersInput) (*getParametersOutput, error)
+	byPath func(*getParametersByPathInput) (*getParametersByPathOutput, error)
 }
 
-func (f *fakeSSM) GetParameter(_ context.Context, in *ssm.GetParameterInput, _ ...func(*ssm.Options)) (*ssm.GetParameterOutput, error) {
+func (f *fakeSSM) GetParameter(_ context.Context, in *getParameterInput) (*getParameterOutput, error) {
 	return f.get(in)
 }
 
-func (f *fakeSSM) GetParameters(_ context.Context, in *ssm.GetParametersInput, _ ...func(*ssm.Options)) (*ssm.GetParametersOutput, error) {
+func (f *fakeSSM) GetParameters(_ context.Context, in *getParametersInput) (*getParametersOutput, error) {
 	return f.gets(in)
 }
 
-func (f *fakeSSM) GetParametersByPath(_ context.Context, in *ssm.GetParametersByPathInput, _ ...func(*ssm.Options)) (*ssm.GetParametersByPathOutput, error) {
+func (f *fakeSSM) GetParametersByPath(_ context.Context, in *getParametersByPathInput) (*getParametersByPathOutput, error) {
 	return f.byPath(in)
+}
+
+// text is a decoded JSON string.
+func text(s string) *secretText {
+	t := secretText(s)
+	return &t
 }
 
 func fakeSource(sm smAPI, p ssmAPI, cfg config.AWS) *Source {
@@ -143,17 +145,17 @@ func TestSecretsManagerFetchSelectsVersion(t *testing.T) {
 		t.Run(tt.ref, func(t *testing.T) {
 			t.Parallel()
 			ref := testenv.Ref(t, tt.ref)
-			var got *secretsmanager.GetSecretValueInput
-			sm := &fakeSM{get: func(in *secretsmanager.GetSecretValueInput) (*secretsmanager.GetSecretValueOutput, error) {
+			var got *getSecretValueInput
+			sm := &fakeSM{get: func(in *getSecretValueInput) (*getSecretValueOutput, error) {
 				got = in
-				return &secretsmanager.GetSecretValueOutput{SecretString: aws.String(`{"password":"p"}`), VersionId: aws.String("v-9")}, nil
+				return &getSecretValueOutput{SecretString: text(`{"password":"p"}`), VersionId: "v-9"}, nil
 			}}
 			o, err := fakeSource(sm, nil, config.AWS{}).SecretsManager().Fetch(context.Background(), ref)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if aws.ToString(got.SecretId) != ref.Path || aws.ToString(got.VersionStage) != tt.stage || aws.ToString(got.VersionId) != tt.versionID {
-				t.Errorf("sent id %q stage %q version %q", aws.ToString(got.SecretId), aws.ToString(got.VersionStage), aws.ToString(got.VersionId))
+			if got.SecretId != ref.Path || got.VersionStage != tt.stage || got.VersionId != tt.versionID {
+				t.Errorf("sent id %q stage %q version %q", got.SecretId, got.VersionStage, got.VersionId)
 			}
 			if o.Version != "v-9" {
 				t.Errorf("version %q", o.Version)
@@ -168,33 +170,33 @@ func TestSecretsManagerFetchBatch(t *testing.T) {
 	var batchSizes []int
 	var singles []string
 	sm := &fakeSM{
-		get: func(in *secretsmanager.GetSecretValueInput) (*secretsmanager.GetSecretValueOutput, error) {
+		get: func(in *getSecretValueInput) (*getSecretValueOutput, error) {
 			mu.Lock()
-			singles = append(singles, aws.ToString(in.SecretId)+"@"+aws.ToString(in.VersionStage))
+			singles = append(singles, in.SecretId+"@"+in.VersionStage)
 			mu.Unlock()
-			return &secretsmanager.GetSecretValueOutput{SecretString: aws.String("single"), VersionId: aws.String("vs")}, nil
+			return &getSecretValueOutput{SecretString: text("single"), VersionId: "vs"}, nil
 		},
-		batch: func(in *secretsmanager.BatchGetSecretValueInput) (*secretsmanager.BatchGetSecretValueOutput, error) {
+		batch: func(in *batchGetSecretValueInput) (*batchGetSecretValueOutput, error) {
 			mu.Lock()
 			batchSizes = append(batchSizes, len(in.SecretIdList))
 			mu.Unlock()
-			out := &secretsmanager.BatchGetSecretValueOutput{}
+			out := &batchGetSecretValueOutput{}
 			ids := in.SecretIdList
 			// Page the first call: half now, half after NextToken.
-			if in.NextToken == nil && len(ids) == smBatchMax {
-				out.NextToken = aws.String("page-2")
+			if in.NextToken == "" && len(ids) == smBatchMax {
+				out.NextToken = "page-2"
 				ids = ids[:10]
-			} else if in.NextToken != nil {
+			} else if in.NextToken != "" {
 				ids = ids[10:]
 			}
 			for _, id := range ids {
 				switch {
 				case id == "s-missing":
-					out.Errors = append(out.Errors, smtypes.APIErrorType{SecretId: aws.String(id), ErrorCode: aws.String("ResourceNotFoundException"), Message: aws.String("can't find")})
+					out.Errors = append(out.Errors, smAPIError{SecretId: id, ErrorCode: "ResourceNotFoundException", Message: "can't find"})
 				case id == "s-unanswered":
 				default:
-					out.SecretValues = append(out.SecretValues, smtypes.SecretValueEntry{
-						Name: aws.String(id), ARN: aws.String("arn:" + id), SecretString: aws.String("v:" + id), VersionId: aws.String("ver-" + id)})
+					out.SecretValues = append(out.SecretValues, secretValueEntry{
+						Name: id, ARN: "arn:" + id, SecretString: text("v:" + id), VersionId: "ver-" + id})
 				}
 			}
 			return out, nil
@@ -242,13 +244,13 @@ func TestSecretsManagerBatchDeniedFallsBack(t *testing.T) {
 	t.Parallel()
 	var batches, singles int
 	sm := &fakeSM{
-		batch: func(*secretsmanager.BatchGetSecretValueInput) (*secretsmanager.BatchGetSecretValueOutput, error) {
+		batch: func(*batchGetSecretValueInput) (*batchGetSecretValueOutput, error) {
 			batches++
 			return nil, &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not authorized to perform: secretsmanager:BatchGetSecretValue"}
 		},
-		get: func(in *secretsmanager.GetSecretValueInput) (*secretsmanager.GetSecretValueOutput, error) {
+		get: func(in *getSecretValueInput) (*getSecretValueOutput, error) {
 			singles++
-			return &secretsmanager.GetSecretValueOutput{SecretString: aws.String("x"), VersionId: aws.String("v")}, nil
+			return &getSecretValueOutput{SecretString: text("x"), VersionId: "v"}, nil
 		},
 	}
 	src := fakeSource(sm, nil, config.AWS{}).SecretsManager().(sources.Batcher)
@@ -268,21 +270,21 @@ func TestSecretsManagerBatchDeniedFallsBack(t *testing.T) {
 func TestSSMFetchBatch(t *testing.T) {
 	t.Parallel()
 	var calls [][]string
-	p := &fakeSSM{gets: func(in *ssm.GetParametersInput) (*ssm.GetParametersOutput, error) {
+	p := &fakeSSM{gets: func(in *getParametersInput) (*getParametersOutput, error) {
 		calls = append(calls, in.Names)
-		if !aws.ToBool(in.WithDecryption) {
+		if !in.WithDecryption {
 			t.Error("GetParameters without decryption")
 		}
-		out := &ssm.GetParametersOutput{}
+		out := &getParametersOutput{}
 		for _, n := range in.Names {
 			name, sel, _ := strings.Cut(n, ":")
 			if name == "/missing" {
 				out.InvalidParameters = append(out.InvalidParameters, n)
 				continue
 			}
-			prm := ssmtypes.Parameter{Name: aws.String(name), Value: aws.String("v" + name), Version: 3}
+			prm := parameter{Name: name, Value: secretText("v" + name), Version: 3}
 			if sel != "" {
-				prm.Selector = aws.String(":" + sel)
+				prm.Selector = ":" + sel
 			}
 			out.Parameters = append(out.Parameters, prm)
 		}
@@ -331,19 +333,19 @@ func TestSSMByPath(t *testing.T) {
 				names = append(names, n)
 			}
 			pages := 0
-			p := &fakeSSM{byPath: func(in *ssm.GetParametersByPathInput) (*ssm.GetParametersByPathOutput, error) {
-				if aws.ToString(in.Path) != "/app" || !aws.ToBool(in.Recursive) || !aws.ToBool(in.WithDecryption) {
-					t.Errorf("sent path %q recursive %v decrypt %v", aws.ToString(in.Path), aws.ToBool(in.Recursive), aws.ToBool(in.WithDecryption))
+			p := &fakeSSM{byPath: func(in *getParametersByPathInput) (*getParametersByPathOutput, error) {
+				if in.Path != "/app" || !in.Recursive || !in.WithDecryption {
+					t.Errorf("sent path %q recursive %v decrypt %v", in.Path, in.Recursive, in.WithDecryption)
 				}
 				// One parameter per page.
-				out := &ssm.GetParametersByPathOutput{}
+				out := &getParametersByPathOutput{}
 				if pages < len(names) {
 					n := names[pages]
-					out.Parameters = []ssmtypes.Parameter{{Name: aws.String(n), Value: aws.String(tt.params[n]), Version: 1}}
+					out.Parameters = []parameter{{Name: n, Value: secretText(tt.params[n]), Version: 1}}
 				}
 				pages++
 				if pages < len(names) {
-					out.NextToken = aws.String("more")
+					out.NextToken = "more"
 				}
 				return out, nil
 			}}
@@ -387,10 +389,10 @@ func TestFieldName(t *testing.T) {
 // back SSM too, until the back-off ends or the caller gives up.
 func TestThrottleBacksOffWholeSource(t *testing.T) {
 	t.Parallel()
-	sm := &fakeSM{get: func(*secretsmanager.GetSecretValueInput) (*secretsmanager.GetSecretValueOutput, error) {
+	sm := &fakeSM{get: func(*getSecretValueInput) (*getSecretValueOutput, error) {
 		return nil, &smithy.GenericAPIError{Code: "ThrottlingException", Message: "Rate exceeded"}
 	}}
-	p := &fakeSSM{get: func(*ssm.GetParameterInput) (*ssm.GetParameterOutput, error) {
+	p := &fakeSSM{get: func(*getParameterInput) (*getParameterOutput, error) {
 		t.Error("SSM called during the back-off")
 		return nil, errors.New("unreachable")
 	}}
@@ -528,9 +530,9 @@ func TestNewValidates(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
 	calls := 0
-	p := &fakeSSM{get: func(*ssm.GetParameterInput) (*ssm.GetParameterOutput, error) {
+	p := &fakeSSM{get: func(*getParameterInput) (*getParameterOutput, error) {
 		calls++
-		return &ssm.GetParameterOutput{Parameter: &ssmtypes.Parameter{Name: aws.String("/x"), Value: aws.String("v"), Version: 1}}, nil
+		return &getParameterOutput{Parameter: &parameter{Name: "/x", Value: secretText("v"), Version: 1}}, nil
 	}}
 	s := fakeSource(nil, p, config.AWS{RateLimit: 0.001})
 	s.limiter = rate.NewLimiter(rate.Limit(0.001), 1)
