@@ -137,6 +137,7 @@ func TestEditorsAndDeletes(t *testing.T) {
 	if !strings.Contains(m, `phase_sidecar_secret_fetch_errors_total{reason="not_found",secret="ALPHA",source="file"}`) {
 		t.Errorf("no not_found fetch error counted:\n%s", grep(m, "fetch_errors"))
 	}
+	promtoolCheck(t, m) // with the error series in it
 	if c, _ := s.get("/readyz"); c != 200 {
 		t.Errorf("/readyz = %d after a source error; written once is ready", c)
 	}
@@ -198,13 +199,8 @@ func TestStatusAndMetrics(t *testing.T) {
 	if !st.Ready || len(st.Secrets) != 1 || st.Secrets[0].Path != filepath.Join(out, "alpha") || st.Secrets[0].Version == "" || !st.Secrets[0].Written {
 		t.Fatalf("status = %+v", st)
 	}
-	promtool := testenv.Tool(t, "PHASE_TEST_PROMTOOL", "promtool")
 	_, m := s.get("/metrics")
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = strings.NewReader(m)
-	if o, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("promtool check metrics: %v\n%s", err, o)
-	}
+	promtoolCheck(t, m)
 	// secret_fetch_errors_total appears with its first error (TestEditorsAndDeletes).
 	for _, name := range []string{"secret_info", "secret_last_success_timestamp_seconds", "secret_last_change_timestamp_seconds",
 		"secret_stale", "source_requests_total", "source_request_duration_seconds", "source_up",
@@ -340,9 +336,59 @@ func TestBadInputs(t *testing.T) {
 		}
 	})
 	t.Run("unreadable source", func(t *testing.T) {
+		// Root reads everything, so under root the sidecar runs as nobody,
+		// and the source, root's, becomes unreadable when its mode drops to 000.
+		var attr *syscall.SysProcAttr
 		if os.Geteuid() == 0 {
-			t.Skip("root reads everything; the file source's own tests cover EACCES as another uid")
+			attr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 		}
+		src, out, etc := nobodyDir(t, ""), nobodyDir(t, "/dev/shm"), nobodyDir(t, "")
+		locked := filepath.Join(src, "locked")
+		writeFile(t, locked, value("1"))
+		cfg, addr := writeConfig(t, out, fmt.Sprintf("refresh: 1h\nsecrets:\n  - name: LOCKED\n    ref: file://%s\n", locked))
+		cfg = copyTo(t, cfg, etc)
+		s := startAs(t, attr, cfg, addr)
+		s.waitReady()
+		target := filepath.Join(out, "locked")
+		waitFile(t, target, value("1"))
+
+		if err := os.Chmod(locked, 0); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "/v1/status to show LOCKED's error", func() bool {
+			_, e, _ := s.secretStatus("LOCKED")
+			return e != ""
+		})
+		if _, e, _ := s.secretStatus("LOCKED"); !strings.Contains(e, "permission denied") || !strings.Contains(e, locked) {
+			t.Errorf("LOCKED last_error = %q, want it to say permission denied and name %s", e, locked)
+		}
+		if b, err := os.ReadFile(target); err != nil || string(b) != value("1") {
+			t.Errorf("the target changed after its source became unreadable (err %v)", err)
+		}
+		series := `phase_sidecar_secret_fetch_errors_total{reason="permission_denied",secret="LOCKED",source="file"}`
+		if v := s.metric(series); v < 1 {
+			_, m := s.get("/metrics")
+			t.Errorf("%s = %v, want >= 1:\n%s", series, v, grep(m, "fetch_errors"))
+		}
+		_, m := s.get("/metrics")
+		promtoolCheck(t, m) // with the error series in it
+		eventually(t, "the log to name the unreadable path", func() bool {
+			return strings.Contains(s.out.String(), locked) && strings.Contains(s.out.String(), "permission denied")
+		})
+		if c, _ := s.get("/readyz"); c != 200 {
+			t.Errorf("/readyz = %d after a source error; written once is ready", c)
+		}
+
+		t.Log("readable again: the error clears, then changes flow")
+		if err := os.Chmod(locked, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "LOCKED's last_error to clear", func() bool {
+			_, e, _ := s.secretStatus("LOCKED")
+			return e == ""
+		})
+		writeFile(t, locked, value("2"))
+		waitFile(t, target, value("2"))
 	})
 	t.Run("planted symlink in the output directory", func(t *testing.T) {
 		outside := filepath.Join(t.TempDir(), "outside")
@@ -361,6 +407,55 @@ func TestBadInputs(t *testing.T) {
 			t.Fatal("the planted symlink is still there")
 		}
 	})
+}
+
+// nobody is the unprivileged uid (and gid) a sidecar runs as where the test
+// needs permissions to bite, which they do not for root.
+const nobody = 65534
+
+// nobodyDir returns a fresh directory under base (the default temp dir when
+// empty) that nobody may use: t.TempDir's parents are private to root.
+func nobodyDir(t *testing.T, base string) string {
+	t.Helper()
+	d, err := os.MkdirTemp(base, "phase-sidecar-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	if err := os.Chmod(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chown(d, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
+}
+
+// copyTo copies file into dir and returns the copy's path.
+func copyTo(t *testing.T, file, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, filepath.Base(file))
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// promtoolCheck runs `promtool check metrics` on an exposition.
+func promtoolCheck(t *testing.T, exposition string) {
+	t.Helper()
+	promtool := testenv.Tool(t, "PHASE_TEST_PROMTOOL", "promtool")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(exposition)
+	if o, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, o)
+	}
 }
 
 func isTmpfs(dir string) bool {

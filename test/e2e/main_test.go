@@ -29,6 +29,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Other uids run it too (startAs with nobody).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	binary = filepath.Join(dir, "phase-sidecar")
 	// The race detector watches the daemon too.
 	build := exec.Command("go", "build", "-race", "-o", binary, "../../cmd/phase-sidecar")
