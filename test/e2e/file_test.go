@@ -246,6 +246,23 @@ func TestSIGTERMDuringSync(t *testing.T) {
 	}
 }
 
+// TestSIGINT: Ctrl-C in a terminal stops run as cleanly as SIGTERM.
+func TestSIGINT(t *testing.T) {
+	src, out := t.TempDir(), shm(t)
+	writeFile(t, filepath.Join(src, "a"), value("a"))
+	cfg, addr := writeConfig(t, out, fmt.Sprintf("secrets:\n  - name: ALPHA\n    ref: file://%s/a\n", src))
+	s := start(t, cfg, addr)
+	s.waitReady()
+	target := filepath.Join(out, "alpha")
+	waitFile(t, target, value("a"))
+	if code := s.stopWith(syscall.SIGINT); code != 0 {
+		t.Fatalf("exit %d after SIGINT, want 0", code)
+	}
+	if b, err := os.ReadFile(target); err != nil || string(b) != value("a") {
+		t.Fatalf("the target did not stay after SIGINT (err %v)", err)
+	}
+}
+
 func TestOnceValidateEnv(t *testing.T) {
 	src, out := t.TempDir(), shm(t)
 	writeFile(t, filepath.Join(src, "a"), value("a"))
@@ -305,10 +322,14 @@ func TestOnceValidateEnv(t *testing.T) {
 	if code, o := runCmd(t, "version"); code != 0 || !strings.Contains(o, "phase-sidecar") {
 		t.Errorf("version = %d %q", code, o)
 	}
-	for _, sub := range []string{"run", "once", "validate", "env"} {
+	for _, sub := range []string{"run", "once", "validate", "env", "health"} {
 		if code, o := runCmd(t, sub, "--help"); code != 0 || !strings.Contains(o, "--config") {
 			t.Errorf("%s --help = %d %q", sub, code, o)
 		}
+	}
+	// version --help describes the command rather than printing the version.
+	if code, o := runCmd(t, "version", "--help"); code != 0 || !strings.Contains(strings.ToLower(o), "usage") || !strings.Contains(o, "version") {
+		t.Errorf("version --help = %d %q, want usage text", code, o)
 	}
 }
 
