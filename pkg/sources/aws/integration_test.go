@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -448,4 +450,59 @@ func TestIntegrationDefaultChain(t *testing.T) {
 	if got := rec.signers("ssm"); fmt.Sprint(got) != "[AKIADEFAULTCHAIN0001]" {
 		t.Errorf("signed by %v, want the environment's key", got)
 	}
+}
+
+// TestIntegrationDefaultChainSteps: the steps of the default chain that call
+// AWS or IMDS, against moto and the metadata mock.
+func TestIntegrationDefaultChainSteps(t *testing.T) {
+	t.Parallel()
+	moto, md := sharedMoto(t), sharedMetadataMock(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	// moto does not verify the token's signature.
+	if err := os.WriteFile(tokenFile, []byte("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwaGFzZSJ9.c2ln"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodeParam := uniq(t, "/chain-imds-")
+	newSeeder(t, moto, credentials.NewStaticCredentialsProvider("AKIAPHASENODE0000001", "node-secret-key", "")).
+		param(t, nodeParam, "from-imds", ssmtypes.ParameterTypeSecureString, false)
+	roleParam := uniq(t, "/chain-web-identity-")
+	roleSeeder(t, moto).param(t, roleParam, "from-web-identity", ssmtypes.ParameterTypeSecureString, false)
+
+	tests := []struct {
+		name, param, want string
+		env               []string
+		stsOp             string // the STS call the chain makes, "" for none
+	}{
+		{"web identity", roleParam, "from-web-identity",
+			[]string{"AWS_WEB_IDENTITY_TOKEN_FILE", tokenFile, "AWS_ROLE_ARN", roleARN, "AWS_ROLE_SESSION_NAME", "phase-web", "AWS_EC2_METADATA_DISABLED", "true"},
+			"sts.AssumeRoleWithWebIdentity"},
+		{"instance role", nodeParam, "from-imds", []string{"AWS_EC2_METADATA_SERVICE_ENDPOINT", md.URL}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rec := newRecorder()
+			env := append([]string{"AWS_ENDPOINT_URL", moto, "AWS_CONFIG_FILE", "/dev/null", "AWS_SHARED_CREDENTIALS_FILE", "/dev/null"}, tt.env...)
+			src, err := New(testCtx(t), config.AWS{Region: testRegion, Credentials: CredentialsDefault}, Options{Env: envMap(env...), HTTPClient: rec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := src.Check(testCtx(t)); err != nil {
+				t.Fatal(err)
+			}
+			o, err := src.SSM().Fetch(testCtx(t), testenv.Ref(t, "aws-ssm://"+tt.param))
+			if err != nil || string(o.Value.Reveal()) != tt.want {
+				t.Fatalf("%v %q, want %q", err, o.Value.Reveal(), tt.want)
+			}
+			if tt.stsOp != "" {
+				if rec.count(tt.stsOp) != 1 {
+					t.Errorf("%d %s calls, want 1", rec.count(tt.stsOp), tt.stsOp)
+				}
+				if !strings.Contains(strings.Join(rec.stsBodies(), "\n"), "RoleSessionName=phase-web") {
+					t.Errorf("STS request lacks the session name: %v", rec.stsBodies())
+				}
+			}
+		})
+	}
+	t.Cleanup(func() { md.AssertNoIMDSv1(t) })
 }
