@@ -70,7 +70,7 @@ var fields = map[string]field{
 	"sources.vault.auth.server_id_header":     {desc: "aws: value of the X-Vault-AWS-IAM-Server-ID header."},
 	"sources.aws":                             {desc: "The AWS source (aws-sm:// and aws-ssm:// refs); optional, every field has a default."},
 	"sources.aws.region":                      {desc: "AWS region; absent: AWS_REGION, then the instance's region from IMDS."},
-	"sources.aws.credentials":                 {desc: "Base credentials: imds (the EC2 instance role over IMDSv2) or default (the SDK's chain).", def: "imds", enum: []string{"imds", "default"}},
+	"sources.aws.credentials":                 {desc: "Base credentials: imds (the EC2 instance role over IMDSv2) or default (environment keys, web identity, a shared profile's static keys, container credentials, then IMDSv2).", def: "imds", enum: []string{"imds", "default"}},
 	"sources.aws.rate_limit":                  {desc: "Requests per second across the AWS source; 0 is unlimited.", def: 0},
 	"sources.aws.assume_role":                 {desc: "STS AssumeRole on top of the base credentials."},
 	"sources.aws.assume_role.role_arn":        {desc: "The role to assume.", pattern: `^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$`, required: true},

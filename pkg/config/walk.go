@@ -526,7 +526,7 @@ func (d *decoder) aws(m *mapping) *AWS {
 		d.errorf(n, m.field("region"), "want an AWS region such as eu-west-1, got %q", a.Region)
 	}
 	if n := m.str("credentials", &a.Credentials); n != nil && a.Credentials != "imds" && a.Credentials != "default" {
-		d.errorf(n, m.field("credentials"), "want imds (the EC2 instance role over IMDSv2) or default (the SDK's chain), got %q", a.Credentials)
+		d.errorf(n, m.field("credentials"), "want imds (the EC2 instance role over IMDSv2) or default (environment keys, web identity, a shared profile's static keys, container credentials, then IMDSv2), got %q", a.Credentials)
 	}
 	if rm, walk := m.sub("assume_role"); walk {
 		r := &AssumeRole{SessionName: "phase-sidecar", Duration: time.Hour}
