@@ -183,6 +183,17 @@ func manySecrets(t *testing.T, n int) []config.Secret {
 	return out
 }
 
+// wakeAll waits for Run's first sync, then holds the source's fetches and
+// wakes every secret, so all are due at once.
+func (g *gatedSource) wakeAll(e *Engine, secrets []config.Secret) {
+	wake := <-g.hints
+	<-e.Ready()
+	g.gate()
+	for _, s := range secrets {
+		wake(s.Ref)
+	}
+}
+
 // TestConcurrencyLimit: with more due objects than workers, exactly
 // Concurrency fetches are in flight, in the first sync (Once and Run share
 // it) and in scheduled runs woken by hints.
@@ -203,12 +214,7 @@ func TestConcurrencyLimit(t *testing.T) {
 				go func() { done <- e.Once(ctx) }()
 			} else {
 				go func() { done <- e.Run(ctx) }()
-				wake := <-src.hints
-				<-e.Ready()
-				src.gate()
-				for _, s := range secrets {
-					wake(s.Ref)
-				}
+				src.wakeAll(e, secrets)
 			}
 			src.expectStarts(t, limit)
 			// Every worker is now held: no further fetch may start.
@@ -261,12 +267,7 @@ func TestRunJoinsEveryGoroutine(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() { done <- e.Run(ctx) }()
-			wake := <-src.hints
-			<-e.Ready()
-			src.gate()
-			for _, s := range secrets {
-				wake(s.Ref)
-			}
+			src.wakeAll(e, secrets)
 			src.expectStarts(t, limit)
 			cancel()
 			select {
