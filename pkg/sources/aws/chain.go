@@ -1,7 +1,6 @@
 package aws
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -46,6 +45,9 @@ type chain struct {
 	webIdentity *webIdentity
 	// region is the profile's region from the shared config file, or "".
 	region string
+	// prof is the shared profile, found or not: its endpoint settings
+	// apply whichever step supplies the credentials.
+	prof *profile
 }
 
 type webIdentity struct {
@@ -85,7 +87,7 @@ func resolveChain(ctx context.Context, env func(string) string, imdsDisabled boo
 	if err != nil {
 		return nil, err
 	}
-	c := &chain{profile: prof.name, region: prof.get("region")}
+	c := &chain{profile: prof.name, prof: prof, region: prof.get(keyRegion)}
 
 	id, key := env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")
 	if id == "" {
@@ -113,22 +115,13 @@ func resolveChain(ctx context.Context, env func(string) string, imdsDisabled boo
 		return c, nil
 	}
 
-	if prof.found {
-		for _, u := range unsupportedKeys {
-			if prof.get(u.key) != "" {
-				return nil, fmt.Errorf("aws: credentials: default: profile %q sets %s (%s), which phase-sidecar does not support; remove it from the profile or %s",
-					prof.name, u.key, u.what, chainFix)
-			}
-		}
-		pid, pkey := prof.get("aws_access_key_id"), prof.get("aws_secret_access_key")
-		switch {
-		case pid != "" && pkey != "":
-			c.source = fromProfile + " " + prof.name
-			c.static = credentials.NewStaticCredentialsProvider(pid, pkey, prof.get("aws_session_token"))
-			return c, nil
-		case pid != "" || pkey != "":
-			return nil, fmt.Errorf("aws: credentials: default: profile %q has only one of aws_access_key_id and aws_secret_access_key; set both", prof.name)
-		}
+	if err := prof.check(); err != nil {
+		return nil, err
+	}
+	if pid, pkey := prof.get(keyAccessKeyID), prof.get(keySecretAccessKey); pid != "" && pkey != "" {
+		c.source = fromProfile + " " + prof.name
+		c.static = credentials.NewStaticCredentialsProvider(pid, pkey, prof.get(keySessionToken))
+		return c, nil
 	}
 
 	if rel, full := env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"), env("AWS_CONTAINER_CREDENTIALS_FULL_URI"); rel != "" || full != "" {
@@ -150,6 +143,34 @@ func resolveChain(ctx context.Context, env func(string) string, imdsDisabled boo
 	}
 	c.source = fromIMDS
 	return c, nil
+}
+
+// check is the profile step's verdict on the profile before its keys are
+// used: a profile named explicitly must exist, and a profile that needs a
+// credential source this chain leaves out is refused, as is half a key pair
+// (the SDK refuses that too).
+func (p *profile) check() error {
+	if !p.found {
+		if p.nameVar == "" {
+			return nil
+		}
+		msg := fmt.Sprintf("aws: credentials: default: %s %q is in neither the shared config nor the credentials file; unset %s or add the profile",
+			p.nameVar, p.name, p.nameVar)
+		if len(p.skipped) > 0 {
+			msg += " (unreadable, so skipped: " + strings.Join(p.skipped, ", ") + ")"
+		}
+		return errors.New(msg)
+	}
+	if p.partial {
+		return fmt.Errorf("aws: credentials: default: profile %q has only one of aws_access_key_id and aws_secret_access_key; set both", p.name)
+	}
+	for _, u := range unsupportedKeys {
+		if p.get(u.key) != "" {
+			return fmt.Errorf("aws: credentials: default: profile %q sets %s (%s, %s), which phase-sidecar does not support; remove it from the profile or %s",
+				p.name, u.key, u.what, p.where(u.key), chainFix)
+		}
+	}
+	return nil
 }
 
 // containerProvider reads ECS / EKS Pod Identity credentials. The token
@@ -196,28 +217,48 @@ func checkContainerURI(ctx context.Context, raw string) error {
 	return nil
 }
 
-// profile is one shared profile: the config file's keys overlaid by the
-// credentials file's, as the SDK merges them.
+// profile is the selected shared profile, merged from the config and
+// credentials files as the SDK merges them.
 type profile struct {
-	name  string
-	found bool
-	keys  map[string]string
+	name string
+	// nameVar is the variable that named it ("AWS_PROFILE",
+	// "AWS_DEFAULT_PROFILE"), or "" for "default" by default.
+	nameVar string
+	found   bool
+	partial bool // only one of the access key pair
+	keys    map[string]iniValue
+	// skipped lists default-location files that could not be read.
+	skipped []string
 }
 
-func (p *profile) get(k string) string { return p.keys[k] }
+func (p *profile) get(k string) string { return p.keys[k].str }
 
-// loadProfile reads AWS_PROFILE (else "default") from AWS_CONFIG_FILE
-// (~/.aws/config) and AWS_SHARED_CREDENTIALS_FILE (~/.aws/credentials). A
-// missing file is no profile; a profile named explicitly must exist.
+func (p *profile) has(k string) bool { _, ok := p.keys[k]; return ok }
+
+// where names the file and line that set k, for messages.
+func (p *profile) where(k string) string {
+	v := p.keys[k]
+	return fmt.Sprintf("%s line %d", v.file, v.line)
+}
+
+// loadProfile reads the profile named by AWS_PROFILE, else
+// AWS_DEFAULT_PROFILE, else "default", from AWS_CONFIG_FILE (~/.aws/config)
+// and AWS_SHARED_CREDENTIALS_FILE (~/.aws/credentials). As in the SDK, a
+// missing file is an empty one and so is an unreadable one at the default
+// location (HOME=/dev/null, a root-owned ~/.aws); a file the environment
+// names must be readable if it exists. Whether the profile must exist is the
+// profile step's question.
 func loadProfile(env func(string) string) (*profile, error) {
-	name := env("AWS_PROFILE")
-	explicit := name != ""
-	if !explicit {
-		name = "default"
+	p := &profile{name: env("AWS_PROFILE"), nameVar: "AWS_PROFILE"}
+	if p.name == "" {
+		p.name, p.nameVar = env("AWS_DEFAULT_PROFILE"), "AWS_DEFAULT_PROFILE"
 	}
-	p := &profile{name: name, keys: map[string]string{}}
+	if p.name == "" {
+		p.name, p.nameVar = "default", ""
+	}
 	home := env("HOME")
-	for _, f := range []struct {
+	var merged [2]*iniSection
+	for i, f := range []struct {
 		envVar, file string
 		config       bool
 	}{
@@ -225,72 +266,36 @@ func loadProfile(env func(string) string) (*profile, error) {
 		{"AWS_SHARED_CREDENTIALS_FILE", "credentials", false},
 	} {
 		path := env(f.envVar)
-		if path == "" {
+		named := path != ""
+		if !named {
 			if home == "" {
 				continue
 			}
 			path = filepath.Join(home, ".aws", f.file)
 		}
-		keys, found, err := readINIProfile(path, name, f.config)
+		data, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil && !named:
+			p.skipped = append(p.skipped, fmt.Sprintf("%s (%v)", path, err))
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("aws: credentials: default: read %s (%s): %w; make it readable or unset %s", f.envVar, path, err, f.envVar)
+		}
+		sections, err := parseINI(path, string(data))
 		if err != nil {
-			return nil, fmt.Errorf("aws: credentials: default: read %s (%s): %w", f.envVar, path, err)
+			return nil, fmt.Errorf("aws: credentials: default: %w", err)
 		}
-		if found {
-			p.found = true
-			for k, v := range keys {
-				p.keys[k] = v
-			}
+		if f.config {
+			configProfiles(sections)
+		} else {
+			credentialsProfiles(sections)
 		}
+		merged[i] = sections[p.name]
 	}
-	if explicit && !p.found {
-		return nil, fmt.Errorf("aws: credentials: default: AWS_PROFILE %q is in neither the shared config nor the credentials file; unset AWS_PROFILE or add the profile", name)
+	if s := mergeINISection(merged[0], merged[1]); s != nil {
+		p.found, p.partial, p.keys = true, s.partial, s.values
 	}
 	return p, nil
-}
-
-// readINIProfile returns the keys of one profile in an AWS shared file: in
-// the config file the section is "[profile NAME]" (or "[default]"), in the
-// credentials file "[NAME]". Keys are lower-cased; comments and nested
-// (indented) sub-settings are skipped.
-func readINIProfile(path, name string, config bool) (map[string]string, bool, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	defer f.Close()
-	keys := map[string]string{}
-	found, in := false, false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		raw := sc.Text()
-		line := strings.TrimSpace(raw)
-		if line == "" || line[0] == '#' || line[0] == ';' {
-			continue
-		}
-		if line[0] == '[' {
-			section := strings.TrimSpace(strings.Trim(line, "[]"))
-			in = section == name
-			if config {
-				prefixed, ok := strings.CutPrefix(section, "profile ")
-				in = ok && strings.TrimSpace(prefixed) == name || section == "default" && name == "default"
-			}
-			found = found || in
-			continue
-		}
-		if !in || raw[0] == ' ' || raw[0] == '\t' {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			continue
-		}
-		keys[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, false, err
-	}
-	return keys, found, nil
 }

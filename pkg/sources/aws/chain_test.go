@@ -3,6 +3,7 @@ package aws
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,10 @@ import (
 	"testing"
 	"time"
 )
+
+// dirMarker as a file's content makes the test create a directory there,
+// which os.ReadFile cannot read (EISDIR), even as root.
+const dirMarker = "<directory>"
 
 func TestResolveChain(t *testing.T) {
 	t.Parallel()
@@ -27,6 +32,7 @@ func TestResolveChain(t *testing.T) {
 		imdsOff     bool
 		source      string // want, or "" for an error
 		key         string // access key id of a static source
+		secret      string // its secret key, when the row is about it
 		region      string
 		errWants    []string
 	}{
@@ -70,6 +76,74 @@ func TestResolveChain(t *testing.T) {
 			source: fromProfile + " default", key: "AKIAPROFILE"},
 		{name: "instance role last", config: "[default]\nregion = eu-north-1\n", source: fromIMDS, region: "eu-north-1"},
 		{name: "nothing and IMDS disabled", imdsOff: true, errWants: []string{"no credentials found", "AWS_EC2_METADATA_DISABLED"}},
+
+		// AWS_DEFAULT_PROFILE, after AWS_PROFILE, as the SDK's env config.
+		{name: "AWS_DEFAULT_PROFILE", env: []string{"AWS_DEFAULT_PROFILE", "dev"}, credentials: staticProfile + "[dev]\naws_access_key_id = AKIADEV\naws_secret_access_key = d\n",
+			source: fromProfile + " dev", key: "AKIADEV"},
+		{name: "AWS_PROFILE wins over AWS_DEFAULT_PROFILE", env: []string{"AWS_PROFILE", "default", "AWS_DEFAULT_PROFILE", "dev"},
+			credentials: staticProfile + "[dev]\naws_access_key_id = AKIADEV\naws_secret_access_key = d\n", source: fromProfile + " default", key: "AKIAPROFILE"},
+		{name: "missing AWS_DEFAULT_PROFILE", env: []string{"AWS_DEFAULT_PROFILE", "nope"}, credentials: staticProfile, errWants: []string{`AWS_DEFAULT_PROFILE "nope"`, "unset AWS_DEFAULT_PROFILE"}},
+
+		// The profile is the third step: what is wrong with it does not
+		// stop the two before it.
+		{name: "missing profile, no files, environment keys", env: []string{"AWS_PROFILE", "nope", "AWS_ACCESS_KEY_ID", "AKIAENV", "AWS_SECRET_ACCESS_KEY", "env-secret"},
+			source: fromEnv, key: "AKIAENV"},
+		{name: "missing profile, no files, web identity", env: []string{"AWS_PROFILE", "nope", "AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token", "AWS_ROLE_ARN", roleARN},
+			source: fromWebIdentity},
+		{name: "missing profile, no files", env: []string{"AWS_PROFILE", "nope"}, errWants: []string{`AWS_PROFILE "nope"`}},
+		{name: "HOME is not a directory, environment keys", env: []string{"HOME", "/dev/null", "AWS_ACCESS_KEY_ID", "AKIAENV", "AWS_SECRET_ACCESS_KEY", "env-secret"},
+			source: fromEnv, key: "AKIAENV"},
+		{name: "HOME is not a directory", env: []string{"HOME", "/dev/null"}, source: fromIMDS},
+		{name: "unreadable default config skipped", home: map[string]string{".aws/config": dirMarker, ".aws/credentials": staticProfile},
+			source: fromProfile + " default", key: "AKIAPROFILE"},
+		{name: "unreadable default file named when the profile is missing", env: []string{"AWS_PROFILE", "dev"}, home: map[string]string{".aws/config": dirMarker},
+			errWants: []string{`AWS_PROFILE "dev"`, "skipped", ".aws/config"}},
+		{name: "unreadable AWS_CONFIG_FILE", env: []string{"AWS_CONFIG_FILE", "/dev/null/config", "AWS_ACCESS_KEY_ID", "AKIAENV", "AWS_SECRET_ACCESS_KEY", "env-secret"},
+			errWants: []string{"AWS_CONFIG_FILE", "/dev/null/config", "unset AWS_CONFIG_FILE"}},
+		{name: "missing AWS_SHARED_CREDENTIALS_FILE is an empty file", env: []string{"AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"}, source: fromIMDS},
+
+		// The shared files are read by the SDK's rules (internal/ini); each
+		// row's outcome was checked against config.LoadSharedConfigProfile.
+		{name: "indented keys are keys", credentials: "[default]\n  aws_access_key_id = AKIAINDENT\n  aws_secret_access_key = indent-secret\n",
+			source: fromProfile + " default", key: "AKIAINDENT", secret: "indent-secret"},
+		{name: "indented sso_start_url is refused", env: []string{"AWS_PROFILE", "dev"}, config: "[profile dev]\nregion = eu-west-1\n  sso_start_url = https://example.awsapps.com/start\n",
+			errWants: []string{`profile "dev"`, "sso_start_url", "line 3"}},
+		{name: "sub-property of an empty key is not a key", env: []string{"AWS_PROFILE", "dev"},
+			config: "[profile dev]\ns3 =\n  sso_start_url = https://example.awsapps.com/start\naws_access_key_id = AKIADEV\naws_secret_access_key = d\n",
+			source: fromProfile + " dev", key: "AKIADEV"},
+		{name: "header with a comment", config: "[default] ; main\nregion = eu-west-3\n[profile dev] # other\nregion = us-east-2\n", credentials: staticProfile,
+			source: fromProfile + " default", key: "AKIAPROFILE", region: "eu-west-3"},
+		{name: "colon assignment", credentials: "[default]\naws_access_key_id: AKIACOLON\naws_secret_access_key: a=b\n",
+			source: fromProfile + " default", key: "AKIACOLON", secret: "a=b"},
+		{name: "inline comments", credentials: "[default]\naws_access_key_id = AKIACOMMENT # old: AKIAOLD\naws_secret_access_key = s;t ;comment\n", config: "[default]\nregion = eu-west-1\t; home\n",
+			source: fromProfile + " default", key: "AKIACOMMENT", secret: "s;t", region: "eu-west-1"},
+		{name: "quotes", credentials: "[default]\naws_access_key_id = \"AKIAQUOTED\"\naws_secret_access_key = 'q s'\n", config: "[default]\nregion = \"ca-central-1\"\n",
+			source: fromProfile + " default", key: "AKIAQUOTED", secret: "q s", region: "ca-central-1"},
+		{name: "upper-case keys, CRLF", credentials: "[default]\r\nAWS_ACCESS_KEY_ID = AKIACRLF\r\nAws_Secret_Access_Key = crlf\r\n",
+			source: fromProfile + " default", key: "AKIACRLF", secret: "crlf"},
+		{name: "[profile default] replaces [default]", config: "[default]\naws_access_key_id = AKIAPLAIN\naws_secret_access_key = p\nregion = eu-west-1\n[profile default]\nregion = us-west-2\n",
+			source: fromIMDS, region: "us-west-2"},
+		{name: "tab after profile", env: []string{"AWS_PROFILE", "dev"}, config: "[profile\tdev]\naws_access_key_id = AKIATAB\naws_secret_access_key = t\n",
+			source: fromProfile + " dev", key: "AKIATAB"},
+		{name: "config section without the profile prefix is ignored", env: []string{"AWS_PROFILE", "dev"}, config: "[dev]\nregion = eu-west-1\n",
+			errWants: []string{`AWS_PROFILE "dev"`}},
+		{name: "credentials section with the profile prefix is ignored", env: []string{"AWS_PROFILE", "dev"}, credentials: "[profile dev]\naws_access_key_id = AKIA\naws_secret_access_key = x\n",
+			errWants: []string{`AWS_PROFILE "dev"`}},
+		{name: "header with a comment character inside is not a header", credentials: "[default]\naws_access_key_id = AKIAFIRST\naws_secret_access_key = f\n[dev#1]\naws_access_key_id = AKIASECOND\naws_secret_access_key = s\n",
+			source: fromProfile + " default", key: "AKIASECOND"},
+		{name: "later key wins, sections merge", credentials: "[default]\naws_access_key_id = AKIAONE\naws_secret_access_key = 1\n[default]\naws_access_key_id = AKIATWO\n",
+			source: fromProfile + " default", key: "AKIATWO", secret: "1"},
+		{name: "continuation line", credentials: "[default]\naws_access_key_id = AKIA\n  CONT\naws_secret_access_key = c\n",
+			source: fromProfile + " default", key: "AKIA\nCONT"},
+		{name: "half pair in the credentials file wins over the config file's", config: "[default]\naws_access_key_id = AKIACONF\naws_secret_access_key = c\n",
+			credentials: "[default]\naws_access_key_id = AKIACRED\n", errWants: []string{`profile "default"`, "only one of"}},
+		{name: "full pair in the credentials file clears the config file's half", config: "[default]\naws_access_key_id = AKIACONF\n",
+			credentials: "[default]\naws_access_key_id = AKIACRED\naws_secret_access_key = c\n", source: fromProfile + " default", key: "AKIACRED"},
+		{name: "empty key pair is no keys", credentials: "[default]\naws_access_key_id =\naws_secret_access_key =\n", source: fromIMDS},
+		{name: "present but empty half is half", credentials: "[default]\naws_access_key_id =\n", errWants: []string{"only one of"}},
+		{name: "token without the pair is not merged", config: "[default]\naws_access_key_id = AKIACONF\naws_secret_access_key = c\n",
+			credentials: "[default]\naws_session_token = t\nregion = eu-south-1\n", source: fromProfile + " default", key: "AKIACONF", region: "eu-south-1"},
+		{name: "lone quote", credentials: "[default]\naws_access_key_id = \"\naws_secret_access_key = c\n", errWants: []string{"line 2", "aws_access_key_id", "lone quote"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,6 +164,12 @@ func TestResolveChain(t *testing.T) {
 					f := filepath.Join(dir, "home", name)
 					if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
 						t.Fatal(err)
+					}
+					if content == dirMarker {
+						if err := os.Mkdir(f, 0o700); err != nil {
+							t.Fatal(err)
+						}
+						continue
 					}
 					if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
 						t.Fatal(err)
@@ -122,8 +202,8 @@ func TestResolveChain(t *testing.T) {
 			}
 			if tt.key != "" {
 				got, err := c.static.Retrieve(context.Background())
-				if err != nil || got.AccessKeyID != tt.key {
-					t.Errorf("key %q (%v), want %q", got.AccessKeyID, err, tt.key)
+				if err != nil || got.AccessKeyID != tt.key || tt.secret != "" && got.SecretAccessKey != tt.secret {
+					t.Errorf("key %q secret %q (%v), want %q %q", got.AccessKeyID, got.SecretAccessKey, err, tt.key, tt.secret)
 				}
 			}
 			if (c.webIdentity != nil) != (tt.source == fromWebIdentity) {
@@ -166,27 +246,31 @@ func TestContainerCredentials(t *testing.T) {
 	}
 }
 
-func TestReadINIProfile(t *testing.T) {
+func TestParseINISections(t *testing.T) {
 	t.Parallel()
-	f := filepath.Join(t.TempDir(), "config")
-	content := "; comment\n[profile a]\nKey = 1\n[a]\nkey = 2\n[profile  b ]\nkey = 3\n[default]\nkey = d\n"
-	if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	content := "; comment\nglobal = ignored\n[profile a]\nKey = 1\n[a]\nkey = 2\n[profile  b ]\nkey = 3\n[default]\nkey = d\n[sso-session s]\nkey = s\n[services x]\nkey = x\n[default extra]\nkey = e\n"
 	for _, tt := range []struct {
-		name   string
 		config bool
-		want   string
-		found  bool
+		want   map[string]string // section -> its key
 	}{
-		{"a", true, "1", true}, {"a", false, "2", true}, {"b", true, "3", true}, {"default", true, "d", true}, {"default", false, "d", true}, {"c", true, "", false},
+		{true, map[string]string{"a": "1", "b": "3", "default": "d", "sso-session s": "s", "services x": "x"}},
+		{false, map[string]string{"a": "2", "default": "d", "sso-session s": "s", "services x": "x", "default extra": "e"}},
 	} {
-		keys, found, err := readINIProfile(f, tt.name, tt.config)
-		if err != nil || found != tt.found || keys["key"] != tt.want {
-			t.Errorf("%s (config %v): %v %v %v, want %q", tt.name, tt.config, keys, found, err, tt.want)
+		sections, err := parseINI("f", content)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if _, found, err := readINIProfile(filepath.Join(t.TempDir(), "none"), "a", true); found || err != nil {
-		t.Errorf("missing file: found %v, %v", found, err)
+		if tt.config {
+			configProfiles(sections)
+		} else {
+			credentialsProfiles(sections)
+		}
+		got := map[string]string{}
+		for name, s := range sections {
+			got[name] = s.values["key"].str
+		}
+		if !maps.Equal(got, tt.want) {
+			t.Errorf("config %v: %v, want %v", tt.config, got, tt.want)
+		}
 	}
 }
