@@ -119,7 +119,10 @@ func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
 		}
 		s.http = c
 	}
-	imdsEndpoint := s.env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+	imdsEndpoint, err := imdsEndpoint(s.env)
+	if err != nil {
+		return nil, err
+	}
 	imdsDisabled := strings.EqualFold(s.env("AWS_EC2_METADATA_DISABLED"), "true")
 	newIMDSCredentials := func() *imdsCredentials {
 		return &imdsCredentials{
@@ -155,17 +158,25 @@ func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
 		case c.source == fromIMDS:
 			s.base = newIMDSCredentials()
 		}
-		if s.regionFromConfig() == "" && c.region != "" {
-			s.cfg.Region = c.region // from the shared config file
-		}
 	default:
 		return nil, fmt.Errorf("aws: credentials %q: want %q or %q", cfg.Credentials, CredentialsIMDS, CredentialsDefault)
 	}
 
+	usesSTS := cfg.AssumeRole != nil || s.chain != nil && s.chain.webIdentity != nil
+	var prof *profile
+	if s.chain != nil {
+		prof = s.chain.prof
+	}
+	if err := s.checkEndpointSettings(prof, usesSTS); err != nil {
+		return nil, err
+	}
+
 	s.smView = &secretsManager{s: s}
 	s.ssmView = &parameterStore{s: s}
-	if r := s.regionFromConfig(); r != "" {
-		s.build(r)
+	if r, origin := s.regionFromConfig(); r != "" {
+		if err := s.build(r, origin); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -213,15 +224,22 @@ func (s *Source) Region() string {
 	return s.region
 }
 
-func (s *Source) regionFromConfig() string {
+// regionFromConfig is the configured region and where it comes from:
+// sources.aws.region, AWS_REGION, AWS_DEFAULT_REGION, then (in "default"
+// mode) the shared profile's region; "" when IMDS placement must say.
+func (s *Source) regionFromConfig() (string, string) {
 	switch {
 	case s.cfg.Region != "":
-		return s.cfg.Region
+		return s.cfg.Region, "sources.aws.region"
 	case s.env("AWS_REGION") != "":
-		return s.env("AWS_REGION")
-	default:
-		return s.env("AWS_DEFAULT_REGION")
+		return s.env("AWS_REGION"), "AWS_REGION"
+	case s.env("AWS_DEFAULT_REGION") != "":
+		return s.env("AWS_DEFAULT_REGION"), "AWS_DEFAULT_REGION"
+	case s.chain != nil && s.chain.region != "":
+		p := s.chain.prof
+		return s.chain.region, fmt.Sprintf("the region of shared profile %q (%s)", p.name, p.where(keyRegion))
 	}
+	return "", ""
 }
 
 // ready makes sure the region is known and the clients are built.
@@ -239,18 +257,25 @@ func (s *Source) ready(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("aws: no region configured and IMDS placement failed (set sources.aws.region or AWS_REGION): %w", s.diag.explain(err))
 	}
-	s.buildLocked(out.Region)
+	if err := s.buildLocked(out.Region, "IMDS placement"); err != nil {
+		return err
+	}
 	s.log.Info("aws region " + out.Region + " from IMDS placement")
 	return nil
 }
 
-func (s *Source) build(region string) {
+func (s *Source) build(region, origin string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.buildLocked(region)
+	return s.buildLocked(region, origin)
 }
 
-func (s *Source) buildLocked(region string) {
+// buildLocked validates the region (it becomes part of every endpoint's
+// host name) and builds the clients for it.
+func (s *Source) buildLocked(region, origin string) error {
+	if err := s.checkRegion(region, origin); err != nil {
+		return err
+	}
 	hc := s.http
 	if hc == nil {
 		hc = awshttp.NewBuildableClient()
@@ -308,6 +333,7 @@ func (s *Source) buildLocked(region string) {
 	s.sm = smClient{newJSONClient(hc, smURL, "secretsmanager", "secretsmanager", "Secrets Manager", region, s.creds)}
 	s.ssm = ssmClient{newJSONClient(hc, ssmURL, "ssm", "AmazonSSM", "SSM", region, s.creds)}
 	s.region = region
+	return nil
 }
 
 // endpoint is the service-specific endpoint variable, else AWS_ENDPOINT_URL,
