@@ -112,6 +112,9 @@ func (c *jsonClient) retrying(ctx context.Context, op string, in, out any) error
 		if err == nil {
 			return nil
 		}
+		if ctx.Err() != nil {
+			return err // no retry token, no back-off: nobody waits for the answer
+		}
 		if !c.retryer.IsErrorRetryable(err) {
 			return err
 		}
@@ -136,6 +139,11 @@ func (c *jsonClient) wait(ctx context.Context, d time.Duration) error {
 	if c.sleep != nil {
 		return c.sleep(ctx, d)
 	}
+	return sleep(ctx, d)
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -166,12 +174,24 @@ func (c *jsonClient) attempt(ctx context.Context, op string, body []byte, hash s
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if ctx.Err() != nil {
+			// As smithy's client handler: cancelled, not unreachable, and
+			// never retried.
+			return &smithy.CanceledError{Err: ctx.Err()}
+		}
 		return &smithyhttp.RequestSendError{Err: err}
 	}
 	defer resp.Body.Close()
 	buf, err := readBody(resp.Body, resp.ContentLength)
 	defer clear(buf) // success bodies carry secret values
-	if err != nil {
+	switch {
+	case errors.Is(err, errTooLarge):
+		// AWS was reached and answered something this client will not
+		// read: a deserialization failure, which no retry fixes.
+		return responseError(resp, &smithy.DeserializationError{Err: fmt.Errorf("%s response: %w", op, err)})
+	case err != nil && ctx.Err() != nil:
+		return &smithy.CanceledError{Err: ctx.Err()}
+	case err != nil:
 		return &smithyhttp.RequestSendError{Err: fmt.Errorf("read response: %w", err)}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -234,6 +254,8 @@ func decodeError(h http.Header, body []byte) error {
 // 64 KiB each, encoded.
 const maxBody = 16 << 20
 
+var errTooLarge = fmt.Errorf("response larger than %d bytes", maxBody)
+
 // readBody reads r whole, clearing every buffer it outgrows so that no copy
 // of a secret value is left behind for the garbage collector.
 func readBody(r io.Reader, size int64) ([]byte, error) {
@@ -246,7 +268,7 @@ func readBody(r io.Reader, size int64) ([]byte, error) {
 		if len(buf) == cap(buf) {
 			if len(buf) >= maxBody {
 				clear(buf)
-				return nil, fmt.Errorf("response larger than %d bytes", maxBody)
+				return nil, errTooLarge
 			}
 			bigger := make([]byte, len(buf), 2*cap(buf))
 			copy(bigger, buf)

@@ -3,8 +3,10 @@ package aws
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +17,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -90,11 +93,13 @@ func TestJSONClientSignsRequest(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got, want)
 		}
 	}
-	auth := r.Header.Get("Authorization")
-	for _, want := range []string{"AWS4-HMAC-SHA256 Credential=AKIDTEST/20300102/eu-west-1/ssm/aws4_request", "x-amz-target", "content-type", "Signature="} {
-		if !strings.Contains(auth, want) {
-			t.Errorf("Authorization %q lacks %q", auth, want)
-		}
+	// The signature over these fixed inputs, as botocore computes it
+	// independently of the SDK's signer.
+	const want = "AWS4-HMAC-SHA256 Credential=AKIDTEST/20300102/eu-west-1/ssm/aws4_request, " +
+		"SignedHeaders=content-length;content-type;host;x-amz-date;x-amz-security-token;x-amz-target, " +
+		"Signature=ac3befaa83acf642ba4723960f88f44900a262ce237b87bee4322a3b726005c1"
+	if auth := r.Header.Get("Authorization"); auth != want {
+		t.Errorf("Authorization\n%s\nwant\n%s", auth, want)
 	}
 	if h.bodies[0] != `{"Name":"/x","WithDecryption":true}` {
 		t.Errorf("body %s", h.bodies[0])
@@ -199,23 +204,186 @@ func TestJSONClientRetries(t *testing.T) {
 	}
 }
 
-func TestJSONClientSecretsManagerShapes(t *testing.T) {
+// TestNewWiresClients: the clients New builds send each service's
+// operations to its endpoint, with its X-Amz-Target prefix and SigV4
+// signing name, and decode its shapes.
+func TestNewWiresClients(t *testing.T) {
 	t.Parallel()
-	h := &scripted{answers: []answer{{status: 200, body: `{"ARN":"arn:x","Name":"prod/db","SecretBinary":"AAEC/w==","VersionId":"v1","VersionStages":["AWSCURRENT"]}`}}}
-	c, _ := testClient(t, h)
-	c.target, c.service = "secretsmanager", "secretsmanager"
-	out, err := smClient{c}.GetSecretValue(context.Background(), &getSecretValueInput{SecretId: "prod/db", VersionStage: stageCurrent})
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name   string
+		answer string
+		call   func(*Source) (string, error) // returns what it decoded
+		url    string
+		target string
+		scope  string
+		body   string
+		want   string
+	}{
+		{
+			name:   "Secrets Manager",
+			answer: `{"ARN":"arn:x","Name":"prod/db","SecretBinary":"AAEC/w==","VersionId":"v1","VersionStages":["AWSCURRENT"]}`,
+			call: func(s *Source) (string, error) {
+				out, err := s.sm.GetSecretValue(context.Background(), &getSecretValueInput{SecretId: "prod/db", VersionStage: stageCurrent})
+				if err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("string %v binary %q version %s", out.SecretString != nil, out.SecretBinary, out.VersionId), nil
+			},
+			url: "https://secretsmanager.eu-west-1.amazonaws.com/", target: "secretsmanager.GetSecretValue", scope: "/eu-west-1/secretsmanager/aws4_request",
+			body: `{"SecretId":"prod/db","VersionStage":"AWSCURRENT"}`, want: "string false binary \"\\x00\\x01\\x02\\xff\" version v1",
+		},
+		{
+			name:   "SSM",
+			answer: `{"Parameter":{"Name":"/x","Value":"v","Version":3}}`,
+			call: func(s *Source) (string, error) {
+				out, err := s.ssm.GetParameter(context.Background(), &getParameterInput{Name: "/x", WithDecryption: true})
+				if err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("%s %d", out.Parameter.Value, out.Parameter.Version), nil
+			},
+			url: "https://ssm.eu-west-1.amazonaws.com/", target: "AmazonSSM.GetParameter", scope: "/eu-west-1/ssm/aws4_request",
+			body: `{"Name":"/x","WithDecryption":true}`, want: "v 3",
+		},
 	}
-	if out.SecretString != nil || string(out.SecretBinary) != "\x00\x01\x02\xff" || out.VersionId != "v1" {
-		t.Errorf("decoded string %v binary %q version %q", out.SecretString != nil, out.SecretBinary, out.VersionId)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := &scripted{answers: []answer{{status: 200, body: tt.answer}}}
+			s, err := New(context.Background(), config.AWS{Region: "eu-west-1", Credentials: CredentialsDefault}, Options{
+				Env:        envMap("AWS_ACCESS_KEY_ID", "AKIDTEST", "AWS_SECRET_ACCESS_KEY", "secret-key"),
+				HTTPClient: h,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := tt.call(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("decoded %s, want %s", got, tt.want)
+			}
+			r := h.reqs[0]
+			if r.Method != http.MethodPost || r.URL.String() != tt.url {
+				t.Errorf("%s %s, want POST %s", r.Method, r.URL, tt.url)
+			}
+			if got := r.Header.Get("X-Amz-Target"); got != tt.target {
+				t.Errorf("target %q, want %q", got, tt.target)
+			}
+			if got := r.Header.Get("Authorization"); !strings.Contains(got, "Credential=AKIDTEST/") || !strings.Contains(got, tt.scope) {
+				t.Errorf("Authorization %q, want scope %s", got, tt.scope)
+			}
+			if h.bodies[0] != tt.body {
+				t.Errorf("body %s, want %s", h.bodies[0], tt.body)
+			}
+		})
 	}
-	if got := h.reqs[0].Header.Get("X-Amz-Target"); got != "secretsmanager.GetSecretValue" {
-		t.Errorf("target %q", got)
+}
+
+// TestJSONClientOversizedResponse: an answer over the size limit is a
+// deserialization error, not retried, and not "cannot reach AWS".
+func TestJSONClientOversizedResponse(t *testing.T) {
+	t.Parallel()
+	h := &scripted{answers: []answer{{status: 200, body: strings.Repeat(" ", maxBody+1)}}}
+	c, slept := testClient(t, h)
+	_, err := ssmClient{c}.GetParameter(context.Background(), &getParameterInput{Name: "/x"})
+	var de *smithy.DeserializationError
+	var re *awshttp.ResponseError
+	var se *smithyhttp.RequestSendError
+	switch {
+	case !errors.As(err, &de) || !errors.Is(err, errTooLarge):
+		t.Errorf("%v: want a DeserializationError for the size", err)
+	case !errors.As(err, &re) || re.HTTPStatusCode() != 200:
+		t.Errorf("%v: want the response error path", err)
+	case errors.As(err, &se):
+		t.Errorf("%v: a RequestSendError", err)
 	}
-	if h.bodies[0] != `{"SecretId":"prod/db","VersionStage":"AWSCURRENT"}` {
-		t.Errorf("body %s", h.bodies[0])
+	if len(h.reqs) != 1 || len(*slept) != 0 {
+		t.Errorf("%d requests and %d back-offs, want 1 and 0", len(h.reqs), len(*slept))
+	}
+	cerr := fakeSource(nil, nil, config.AWS{}).classify("aws-ssm: get parameter \"/x\"", "ssm:GetParameter", err, nil)
+	if strings.Contains(cerr.Error(), "cannot reach AWS") || errors.Is(cerr, sources.ErrUnavailable) {
+		t.Errorf("classified %v", cerr)
+	}
+}
+
+// blocking is an HTTP client that announces each request and, for
+// blockAt, blocks until the request's context ends, as a transport does;
+// other requests get answer.
+type blocking struct {
+	answer  answer
+	blockAt int // 1-based request number that hangs; 0: none
+	arrived chan int
+	mu      sync.Mutex
+	n       int
+}
+
+func (b *blocking) Do(r *http.Request) (*http.Response, error) {
+	b.mu.Lock()
+	b.n++
+	n := b.n
+	b.mu.Unlock()
+	b.arrived <- n
+	if n == b.blockAt {
+		<-r.Context().Done()
+		return nil, &url.Error{Op: "Post", URL: r.URL.String(), Err: r.Context().Err()}
+	}
+	return &http.Response{StatusCode: b.answer.status, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(b.answer.body)), ContentLength: -1, Request: r}, nil
+}
+
+// TestJSONClientCancellation: cancelling mid-request or during the retry
+// back-off returns promptly with context.Canceled, without another attempt.
+func TestJSONClientCancellation(t *testing.T) {
+	t.Parallel()
+	unavailable := answer{status: 503, body: `<html>Service Unavailable</html>`}
+	tests := []struct {
+		name     string
+		blockAt  int
+		requests int
+		backoff  bool // cancel once the back-off has begun
+	}{
+		{"mid-request", 1, 1, false},
+		{"during back-off", 0, 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := &blocking{answer: unavailable, blockAt: tt.blockAt, arrived: make(chan int, 10)}
+			c := newJSONClient(h, "https://ssm.eu-west-1.amazonaws.com", "ssm", "AmazonSSM", "SSM", "eu-west-1",
+				credentials.NewStaticCredentialsProvider("AKIDTEST", "secret-key", ""))
+			sleeping := make(chan struct{}, 1)
+			c.sleep = func(ctx context.Context, d time.Duration) error {
+				sleeping <- struct{}{}
+				return sleep(ctx, time.Hour) // the real wait, long enough to be sure
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := ssmClient{c}.GetParameter(ctx, &getParameterInput{Name: "/x"})
+				done <- err
+			}()
+			<-h.arrived
+			if tt.backoff {
+				<-sleeping
+			}
+			cancel()
+			err := <-done
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("%v: want context.Canceled", err)
+			}
+			if h.n != tt.requests {
+				t.Errorf("%d requests, want %d", h.n, tt.requests)
+			}
+			if !tt.backoff && len(sleeping) != 0 {
+				t.Error("backed off after a cancelled request")
+			}
+			cerr := fakeSource(nil, nil, config.AWS{}).classify("aws-ssm: get parameter \"/x\"", "ssm:GetParameter", err, nil)
+			if strings.Contains(cerr.Error(), "cannot reach AWS") {
+				t.Errorf("classified %v", cerr)
+			}
+		})
 	}
 }
 
