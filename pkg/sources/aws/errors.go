@@ -42,12 +42,27 @@ var codeSentinel = map[string]error{
 	"SignatureDoesNotMatch":         sources.ErrAuth,
 	"IncompleteSignature":           sources.ErrAuth,
 	"MissingAuthenticationToken":    sources.ErrAuth,
+	"RequestTimeTooSkewed":          sources.ErrAuth,
+	"RequestExpired":                sources.ErrAuth,
 	"InternalServiceError":          sources.ErrUnavailable,
 	"InternalServiceErrorException": sources.ErrUnavailable,
 	"InternalFailure":               sources.ErrUnavailable,
 	"InternalServerError":           sources.ErrUnavailable,
 	"ServiceUnavailable":            sources.ErrUnavailable,
 }
+
+// clockCodes are the answers to a signature whose time AWS does not accept
+// (or cannot tell apart from a wrong key). The SDK's clients correct a
+// skewed clock from the response's Date header; this client does not, so
+// the operator is told to fix the clock.
+var clockCodes = map[string]bool{
+	"InvalidSignatureException": true,
+	"SignatureDoesNotMatch":     true,
+	"RequestTimeTooSkewed":      true,
+	"RequestExpired":            true,
+}
+
+const clockHint = "AWS refuses signatures more than 5 minutes off its clock: check the host clock (NTP, e.g. `timedatectl` or `chronyc tracking`), then the secret access key"
 
 // awsError is a classified AWS failure: a short message naming what was
 // being done, the sentinel, and the SDK error for errors.As.
@@ -90,6 +105,9 @@ func (s *Source) classify(what, action string, err error, fallback error) error 
 			sentinel = fallback
 		}
 		text := fmt.Sprintf("%s: %s: %s", what, code, msg)
+		if clockCodes[code] {
+			text += "; " + clockHint
+		}
 		switch sentinel {
 		case sources.ErrPermission:
 			text = s.denied(what, action, msg)
