@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,24 +14,14 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
 
-// quickstartBase is where examples/quickstart.sh and quickstart.yaml keep
-// their sources and targets; neither lets a run choose another place.
-const quickstartBase = "/dev/shm/phase-sidecar-quickstart"
-
 // TestQuickstart runs examples/quickstart.sh the way the README tells a
 // newcomer to, on a free port, and stops it the way Ctrl-C in a job-control
 // shell would: a signal to the whole process group (the script's `go run`
 // and the sidecar it builds).
 func TestQuickstart(t *testing.T) {
-	if busy := quickstartInUse(); busy != "" {
-		// The directory is the developer's own quickstart's: never remove it.
-		t.Skipf("a quickstart seems to be running (%s); %s is left alone", busy, quickstartBase)
-	}
-	// A stale directory would hold targets before the sidecar writes any.
-	if err := os.RemoveAll(quickstartBase); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(quickstartBase) })
+	// Its own directory, so a developer's quickstart (in the default
+	// /dev/shm/phase-sidecar-quickstart) is never touched.
+	quickstartBase := shm(t)
 	script, err := filepath.Abs("../../examples/quickstart.sh")
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +29,7 @@ func TestQuickstart(t *testing.T) {
 	addr := testenv.Addr(t)
 	out := &syncBuffer{}
 	cmd := exec.Command(script, "--listen", addr) // the script passes "$@" to run
+	cmd.Env = append(os.Environ(), "PHASE_QUICKSTART_DIR="+quickstartBase)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -107,20 +97,4 @@ func TestQuickstart(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "secret_key")); err != nil {
 		t.Errorf("targets gone after the quickstart stopped: %v", err)
 	}
-}
-
-// quickstartInUse says why a quickstart may be running, or "".
-func quickstartInUse() string {
-	if c, err := net.DialTimeout("tcp", "127.0.0.1:9102", time.Second); err == nil {
-		c.Close()
-		return "something listens on 127.0.0.1:9102, the quickstart's address"
-	}
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, _ := os.ReadFile(p)
-		if bytes.Contains(b, []byte("examples/quickstart")) || bytes.Contains(b, []byte("quickstart.sh")) {
-			return "process " + filepath.Base(filepath.Dir(p)) + " runs " + string(bytes.ReplaceAll(bytes.TrimRight(b, "\x00"), []byte{0}, []byte{' '}))
-		}
-	}
-	return ""
 }
