@@ -28,6 +28,10 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"malformed yaml", "output:\n  dir: /a\n   bad: [\n", "3:7: ", "invalid YAML: mapping values are not allowed"},
 		{"tab indentation", "output:\n\tdir: /a\n", "2:1: ", "(a tab: YAML indents with spaces only)"},
+		{"tab after non-ASCII", "# é — comment\noutput:\n\tdir: /a\n", "3:1: ", "(a tab: YAML indents with spaces only)"},
+		{"tab after a BOM", "\ufeffoutput:\n\tdir: /a\n", "2:1: ", "(a tab: YAML indents with spaces only)"},
+		{"no false tab hint", "# éé\na:\tb: c\n", "2:5: ", "mapping values are not allowed in this context"},
+		{"end of file after non-ASCII", "# ééé\noutput: {dir: /a}\nsecrets: [\n  {name: A, ref: \"file:///a\"}\n", "5:1: ", "(at the end of the file)"},
 		{"mis-indented key", "output:\n  dir: /a\nsecrets:\n  - name: A\n    ref: file:///a\n   file: x\n", "6:4: ", "did not find expected '-' indicator; while parsing a block collection that starts at 4:3"},
 		{"unclosed flow sequence", "output: {dir: /a}\nsecrets: [\n  {name: A, ref: \"file:///a\"}\n", "4:1: ", "(at the end of the file); while parsing a flow sequence that starts at 2:10"},
 		{"two colons", "a: b: c\n", "1:5: ", "mapping values are not allowed"},
@@ -424,7 +428,27 @@ func TestAvailable(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "not available") || !strings.Contains(err.Error(), "sources.vault.address") {
 		t.Fatalf("err = %v, want only the address error", err)
 	}
+	// An error in another source's settings does not hide it.
+	other := "output: {dir: /a}\nsources: {file: {recheck: 1ms}}\nsecrets:\n  - {name: B, ref: \"vault://kv/b#x\"}\n"
+	_, err = ParseWith("d.yaml", []byte(other), Options{Available: noVault})
+	if err == nil || !strings.Contains(err.Error(), "sources.file.recheck") || !strings.Contains(err.Error(), "not available") {
+		t.Fatalf("err = %v, want the recheck error and the availability error", err)
+	}
+	// sources itself wrong: no guess about Vault on top.
+	_, err = ParseWith("e.yaml", []byte("output: {dir: /a}\nsources: 5\nsecrets:\n  - {name: B, ref: \"vault://kv/b#x\"}\n"), Options{Available: noVault})
+	if err == nil || strings.Contains(err.Error(), "not available") {
+		t.Fatalf("err = %v, want only the sources error", err)
+	}
 	if _, err := ParseWith("c.yaml", []byte("output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\"}]\n"), Options{Available: noVault}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The hints look at the byte the parser stopped on, which non-ASCII text
+// before it must not shift: a tab elsewhere on the line is not the problem.
+func TestSyntaxHintPlacement(t *testing.T) {
+	_, err := Parse("x.yaml", []byte("# éé\na:\tb: c\n"))
+	if err == nil || strings.Contains(err.Error(), "tab") {
+		t.Fatalf("err = %v, want no tab hint", err)
 	}
 }

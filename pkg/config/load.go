@@ -11,8 +11,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v4"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
 // Options are what the program adds to the file's own rules.
@@ -59,18 +62,22 @@ func ParseWith(name string, data []byte, o Options) (*Config, error) {
 	return c, nil
 }
 
-// available reports the secrets whose source cannot be used. A source whose
+// available reports the secrets whose source cannot be used. A kind whose
 // settings already have errors is judged once they are fixed, so a bad
 // sources.vault.address does not also read as "no Vault address".
 func (d *decoder) available(c *Config, why func(*Config, string) string) {
-	for _, e := range d.errs {
-		if strings.HasPrefix(e.Field, "sources.") {
-			return
+	broken := func(kind string) bool {
+		section := "sources." + map[string]string{sources.Vault: "vault", sources.AWSSM: "aws", sources.AWSSSM: "aws"}[kind]
+		for _, e := range d.errs {
+			if e.Field == "sources" || (section != "sources." && (e.Field == section || strings.HasPrefix(e.Field, section+"."))) {
+				return true
+			}
 		}
+		return false
 	}
 	for i, s := range c.Secrets {
-		if s.RefPos.Line == 0 {
-			continue // no ref, or a bad one: already reported
+		if s.RefPos.Line == 0 || broken(s.Ref.Kind) {
+			continue // no ref or a bad one (already reported), or its settings are wrong
 		}
 		if w := why(c, s.Ref.Kind); w != "" {
 			d.errs = append(d.errs, &Error{File: d.file, Line: s.RefPos.Line, Column: s.RefPos.Column,
@@ -104,6 +111,30 @@ func parseYAML(name string, data []byte) (*yaml.Node, *Error) {
 	return doc.Content[0], nil
 }
 
+// byteOffset finds line:column (1-based, the column in characters, as the
+// YAML library counts them; a leading BOM is not counted) in data, or -1.
+func byteOffset(data []byte, line, column int) int {
+	if line < 1 || column < 1 {
+		return -1
+	}
+	at := 0
+	if bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+		at = 3
+	}
+	for l := 1; l < line; l++ {
+		i := bytes.IndexByte(data[at:], '\n')
+		if i < 0 {
+			return len(data)
+		}
+		at += i + 1
+	}
+	for c := 1; c < column && at < len(data) && data[at] != '\n'; c++ {
+		_, size := utf8.DecodeRune(data[at:])
+		at += size
+	}
+	return at
+}
+
 // syntaxError turns a YAML library error into an Error at the place the
 // parser stopped, with the construct it was in when that is elsewhere.
 func syntaxError(name string, data []byte, err error) *Error {
@@ -114,10 +145,11 @@ func syntaxError(name string, data []byte, err error) *Error {
 	}
 	e.Line, e.Column = le.Mark.Line, le.Mark.Column
 	e.Msg = "invalid YAML: " + le.Message
-	if le.Mark.Index >= 0 && le.Mark.Index < len(data) && data[le.Mark.Index] == '\t' {
-		e.Msg += " (a tab: YAML indents with spaces only)"
-	} else if le.Mark.Index >= len(data) {
+	switch at := byteOffset(data, le.Mark.Line, le.Mark.Column); {
+	case at >= len(data):
 		e.Msg += " (at the end of the file)"
+	case at >= 0 && data[at] == '\t':
+		e.Msg += " (a tab: YAML indents with spaces only)"
 	}
 	if c := le.ContextMark; le.ContextMsg != "" && c.Line > 0 && c != le.Mark {
 		e.Msg += fmt.Sprintf("; %s that starts at %d:%d", le.ContextMsg, c.Line, c.Column)

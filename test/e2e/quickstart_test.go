@@ -55,6 +55,11 @@ func TestQuickstart(t *testing.T) {
 	s := &sidecar{t: t, addr: addr}
 	dir := filepath.Join(quickstartBase, "out")
 	eventuallyWithin(t, 5*time.Minute, "the quickstart to be ready", func() bool {
+		select {
+		case <-done:
+			t.Fatalf("the quickstart exited before it was ready:\n%s", out.String())
+		default:
+		}
 		c, _ := s.get("/readyz")
 		return c == 200
 	})
