@@ -76,25 +76,7 @@ func openDir(t testing.TB, o Options) *Dir {
 	return d
 }
 
-// logBuffer collects log output safely across goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func newLogger(b *logBuffer) *slog.Logger {
+func newLogger(b *testenv.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -454,7 +436,7 @@ func TestOpenDiskBacked(t *testing.T) {
 		}
 	}
 
-	var logs logBuffer
+	var logs testenv.Buffer
 	d := openDir(t, Options{Dir: dir, AllowDisk: true, Logger: newLogger(&logs)})
 	if out := logs.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "path="+dir) || !strings.Contains(out, "component=sink") {
 		t.Fatalf("no warning about the disk-backed directory, logs:\n%s", out)
@@ -529,7 +511,7 @@ func TestOpenRemovesLeftovers(t *testing.T) {
 	mkdir("..data")    // kubelet's, not ours
 	mkdir("..x_1_abc") // not a version
 
-	var logs logBuffer
+	var logs testenv.Buffer
 	openDir(t, Options{Dir: dir, Logger: newLogger(&logs)})
 	want := []string{"..data", "..other", "..tls_2", "..x_1_abc", ".hidden", "alpha", "tls"}
 	if got := listDir(t, dir); !slices.Equal(got, want) {

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -69,25 +67,8 @@ type sidecar struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	addr string
-	out  *syncBuffer
+	out  *testenv.Buffer
 	done chan struct{} // closed once the process has exited and been reaped
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // writeConfig writes a config whose output goes to out and whose HTTP
@@ -114,7 +95,7 @@ func start(t *testing.T, config, addr string, extra ...string) *sidecar {
 // run the sidecar as another uid.
 func startAs(t *testing.T, attr *syscall.SysProcAttr, config, addr string, extra ...string) *sidecar {
 	t.Helper()
-	s := &sidecar{t: t, addr: addr, out: &syncBuffer{}, done: make(chan struct{})}
+	s := &sidecar{t: t, addr: addr, out: &testenv.Buffer{}, done: make(chan struct{})}
 	args := append([]string{"run", "--config", config, "--log-level", "debug"}, extra...)
 	s.cmd = exec.Command(binary, args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out

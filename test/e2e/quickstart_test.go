@@ -27,7 +27,7 @@ func TestQuickstart(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := testenv.Addr(t)
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	cmd := exec.Command(script, "--listen", addr) // the script passes "$@" to run
 	cmd.Env = append(os.Environ(), "PHASE_QUICKSTART_DIR="+quickstartBase)
 	cmd.Stdout, cmd.Stderr = out, out

@@ -4,10 +4,12 @@
 package testenv
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -83,4 +85,24 @@ func Reveal(t testing.TB, o sources.Object, field string) string {
 		t.Fatalf("select %q: %v", field, err)
 	}
 	return string(v.Reveal())
+}
+
+// Buffer is an io.Writer that goroutines may write while a test reads it:
+// the target of a logger or of a child process's output.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
