@@ -197,7 +197,8 @@ func containerProvider(endpoint string, env func(string) string) aws.Credentials
 func checkContainerURI(ctx context.Context, raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Hostname() == "" {
-		return fmt.Errorf("aws: credentials: default: AWS_CONTAINER_CREDENTIALS_FULL_URI %q is not a URL with a host", raw)
+		// Not echoed: a malformed value may still hold a password.
+		return errors.New("aws: credentials: default: AWS_CONTAINER_CREDENTIALS_FULL_URI is not a URL with a host, such as http://169.254.170.23/v1/credentials")
 	}
 	if u.Scheme != "http" {
 		return nil
@@ -211,7 +212,7 @@ func checkContainerURI(ctx context.Context, raw string) error {
 	for _, h := range hosts {
 		ip := net.ParseIP(h)
 		if ip == nil || !(ip.IsLoopback() || ip.Equal(net.ParseIP("169.254.170.2")) || ip.Equal(net.ParseIP("169.254.170.23")) || ip.Equal(net.ParseIP("fd00:ec2::23"))) {
-			return fmt.Errorf("aws: credentials: default: AWS_CONTAINER_CREDENTIALS_FULL_URI %q: plain http is allowed only to loopback and the ECS/EKS hosts; use https", raw)
+			return fmt.Errorf("aws: credentials: default: AWS_CONTAINER_CREDENTIALS_FULL_URI %q: plain http is allowed only to loopback and the ECS/EKS hosts; use https", u.Redacted())
 		}
 	}
 	return nil

@@ -274,3 +274,29 @@ func TestParseINISections(t *testing.T) {
 		}
 	}
 }
+
+// TestContainerURIChecks: plain http only to loopback and the ECS/EKS hosts,
+// and a refused URI never echoes a password it carries.
+func TestContainerURIChecks(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		uri, want string
+	}{
+		{"http://127.0.0.1:8080/creds", ""},
+		{"http://169.254.170.23/v1/credentials", ""},
+		{"https://creds.example/v1", ""},
+		{"http://user:hunter2@10.0.0.1/creds", "plain http is allowed only to loopback"},
+		{"http://user:hunter2@%zz/creds", "is not a URL with a host"},
+		{"not a url", "is not a URL with a host"},
+	} {
+		err := checkContainerURI(context.Background(), tt.uri)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: %v", tt.uri, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: err = %v, want %q", tt.uri, err, tt.want)
+		case err != nil && strings.Contains(err.Error(), "hunter2"):
+			t.Errorf("%s: the error shows the password: %v", tt.uri, err)
+		}
+	}
+}
