@@ -149,10 +149,22 @@ func (s *Source) fetchDir(ctx context.Context, dir string) (sources.Object, erro
 		}
 		var o sources.Object
 		o, err = s.readDir(ctx, base)
-		if err == nil || base == dir || !errors.Is(err, sources.ErrNotFound) {
+		if base == dir {
 			return o, err
 		}
-		s.logger.Debug("generation vanished during read, retrying", "path", dir)
+		if err == nil {
+			// Kubelet removes a generation only after ..data has moved
+			// away from it, file by file: a read that listed the directory
+			// mid-removal finds fewer files and no error. If ..data still
+			// leads here, the removal had not begun.
+			if now, ok, _ := generation(dir); ok && now == gen {
+				return o, nil
+			}
+			err = fmt.Errorf("file: read %q: %w: ..data moved to a newer generation during the read", base, sources.ErrNotFound)
+		} else if !errors.Is(err, sources.ErrNotFound) {
+			return o, err
+		}
+		s.logger.Debug("generation replaced during read, retrying", "path", dir)
 	}
 	return sources.Object{}, err
 }
