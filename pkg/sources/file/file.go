@@ -15,12 +15,14 @@
 //     generation directories, editors' swap and temp files), and so are
 //     subdirectories, dangling symlinks and anything that is not a regular
 //     file. Its Version hashes the sorted names and contents. The engine maps
-//     field NAME of a directory secret REDIS to the target redis_<name> and the
-//     variable REDIS_<NAME>_FILE; this package only supplies the names.
+//     field NAME of a directory secret REDIS to the target redis_<name>; this
+//     package only supplies the names.
 //
 // Where a directory holds kubelet's ..data symlink, every field is read from
-// the one generation ..data points at, so a directory object never mixes two
-// generations; a generation removed mid-read is retried on the new one.
+// the one generation ..data points at, and the read counts only if ..data
+// still points there afterwards (kubelet removes a generation file by file
+// once ..data has moved on), so a directory object never mixes two
+// generations or misses files; an overlapped read is retried on the new one.
 //
 // Files larger than Options.MaxSize are refused; at most MaxSize+1 bytes are
 // ever read. Errors name the path, never content, and wrap sources.ErrNotFound,
