@@ -30,6 +30,7 @@
 package file
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -104,6 +105,15 @@ func (s *Source) Fetch(ctx context.Context, ref sources.Ref) (sources.Object, er
 	}
 
 	f, err := open(path)
+	// A symlink chain through kubelet's ..data resolves to the old
+	// generation while kubelet removes it: not-found, though the name
+	// leads to the new generation a moment later. Retry while it is there.
+	for i := 0; err != nil && errors.Is(err, fs.ErrNotExist) && i < 3; i++ {
+		if _, lerr := os.Lstat(path); lerr != nil {
+			break
+		}
+		f, err = open(path)
+	}
 	if err != nil {
 		return sources.Object{}, fail("open", path, err)
 	}
@@ -114,7 +124,7 @@ func (s *Source) Fetch(ctx context.Context, ref sources.Ref) (sources.Object, er
 	}
 	switch {
 	case fi.Mode().IsRegular():
-		b, err := s.read(f, fi, path)
+		b, err := s.readStable(f, fi, path)
 		f.Close()
 		if err != nil {
 			return sources.Object{}, err
@@ -138,37 +148,51 @@ func (s *Source) fetchDir(ctx context.Context, dir string) (sources.Object, erro
 	const attempts = 5
 	var err error
 	for range attempts {
-		base := dir
-		gen, ok, gerr := generation(dir)
-		if gerr != nil {
+		var gen string
+		gen, err = readFrom(dir)
+		if err != nil {
 			// A ..data that leads nowhere: reading the dir itself would
 			// only find dangling symlinks, an empty object.
-			err = gerr
 			continue
 		}
-		if ok {
-			base = gen
-		}
 		var o sources.Object
-		o, err = s.readDir(ctx, base)
-		if base == dir {
+		o, err = s.readDir(ctx, gen)
+		if gen == dir {
 			return o, err
 		}
 		if err == nil {
 			// Kubelet removes a generation only after ..data has moved
 			// away from it, file by file: a read that listed the directory
-			// mid-removal finds fewer files and no error. If ..data still
-			// leads here, the removal had not begun.
-			if now, ok, _ := generation(dir); ok && now == gen {
+			// mid-removal finds fewer files and no error; and a symlinked
+			// directory swapped mid-read was read partly from each side.
+			// If the path still leads here, neither happened.
+			if now, nerr := readFrom(dir); nerr == nil && now == gen {
 				return o, nil
 			}
-			err = fmt.Errorf("file: read %q: %w: ..data moved to a newer generation during the read", base, sources.ErrNotFound)
+			err = fmt.Errorf("file: read %q: %w: the directory was replaced during the read", gen, sources.ErrNotFound)
 		} else if !errors.Is(err, sources.ErrNotFound) {
 			return o, err
 		}
 		s.logger.Debug("generation replaced during read, retrying", "path", dir)
 	}
 	return sources.Object{}, err
+}
+
+// readFrom resolves every symlink on the way to dir, then the ..data
+// generation inside it, if any: the one real directory to read.
+func readFrom(dir string) (string, error) {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", fail("resolve", dir, err)
+	}
+	gen, ok, err := generation(real)
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		return gen, nil
+	}
+	return real, nil
 }
 
 // generation resolves dir/..data to the directory it points at; ok is false
@@ -256,8 +280,70 @@ func (s *Source) readEntry(path string) (b []byte, ok bool, err error) {
 	if !fi.Mode().IsRegular() {
 		return nil, false, nil
 	}
-	b, err = s.read(f, fi, path)
+	b, err = s.readStable(f, fi, path)
 	return b, err == nil, err
+}
+
+// readStable reads f whole and checks that it did not change during the
+// read: a file rewritten in place (truncate, then write) can otherwise be
+// read empty, cut short or mixed. It re-reads a few times, then gives up.
+func (s *Source) readStable(f *os.File, fi fs.FileInfo, path string) ([]byte, error) {
+	for attempt := 0; ; attempt++ {
+		b, err := s.read(f, fi, path)
+		if err != nil {
+			return nil, err
+		}
+		after, err := f.Stat()
+		if err != nil {
+			clear(b)
+			return nil, fail("stat", path, err)
+		}
+		if same := sameStat(fi, after); same && (s.settled(f, fi, b) || attempt == 4 && len(b) == 0) {
+			// An empty file still empty after the waits is simply empty.
+			return b, nil
+		}
+		clear(b)
+		if attempt == 4 {
+			return nil, fmt.Errorf("file: read %q: the file kept changing during the read", path)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, fail("seek", path, err)
+		}
+		time.Sleep(2 * time.Millisecond << attempt) // 30 ms in all, past the settling window
+		fi = after
+	}
+}
+
+// settled reports whether b, read from f whose stat is fi, is the whole,
+// settled content: its length matches the size (a file that reports size
+// zero with content, like procfs, must read the same twice), and an empty
+// file was not just truncated by a writer that has yet to write.
+func (s *Source) settled(f *os.File, fi fs.FileInfo, b []byte) bool {
+	switch {
+	case int64(len(b)) == fi.Size() && len(b) > 0:
+		return true
+	case len(b) == 0:
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		return !ok || time.Since(time.Unix(st.Ctim.Unix())) > defaultSettle
+	case fi.Size() == 0:
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return false
+		}
+		again, err := s.read(f, fi, "")
+		defer clear(again)
+		return err == nil && bytes.Equal(again, b)
+	}
+	return false
+}
+
+// sameStat reports whether two stats of one open file show no change.
+func sameStat(a, b fs.FileInfo) bool {
+	if a.Size() != b.Size() || !a.ModTime().Equal(b.ModTime()) {
+		return false
+	}
+	sa, ok1 := a.Sys().(*syscall.Stat_t)
+	sb, ok2 := b.Sys().(*syscall.Stat_t)
+	return !ok1 || !ok2 || sa.Ctim == sb.Ctim
 }
 
 // isDangling reports whether path failed to open because it is a symlink

@@ -29,6 +29,9 @@ const (
 	// maxHops bounds how many symlinks of a ref's final component are
 	// followed to find directories worth watching.
 	maxHops = 8
+	// maxSettle bounds how long a burst of events that never pauses
+	// holds back its wake.
+	maxSettle = time.Second
 )
 
 // Watch calls wake(ref) when a file ref may have changed, until ctx ends; it
@@ -75,6 +78,7 @@ func (s *Source) Watch(ctx context.Context, refs []sources.Ref, wake func(source
 		dirs:    map[string]*dirWatch{},
 		missing: map[int]bool{},
 		later:   map[int]time.Time{},
+		first:   map[int]time.Time{},
 		settle:  settle,
 	}
 	err = ws.run(ctx, wake, s.onWatched)
@@ -106,6 +110,7 @@ type watchSet struct {
 	dirs    map[string]*dirWatch
 	missing map[int]bool      // refs with a wanted directory not watched
 	later   map[int]time.Time // settling wakes, per ref
+	first   map[int]time.Time // when the burst behind a settling wake began
 	settle  time.Duration
 
 	retryAt    time.Time
@@ -169,6 +174,7 @@ func (ws *watchSet) run(ctx context.Context, wake func(sources.Ref), onWatched f
 				if !due.After(t) {
 					now[i] = true
 					delete(ws.later, i)
+					delete(ws.first, i)
 				}
 			}
 			if !ws.retryAt.IsZero() && !ws.retryAt.After(t) {
@@ -261,12 +267,24 @@ func (m match) concerns(name string) bool {
 	return name == m.name
 }
 
-// settleWake schedules a wake for ref i one settling window after the first
-// event of a burst; later events of the burst ride along.
+// settleWake schedules a wake for ref i one settling window after the last
+// event of a burst, so a write still in progress is not read half done; a
+// burst that never pauses still wakes after maxSettle.
 func (ws *watchSet) settleWake(i int) {
-	if _, ok := ws.later[i]; !ok {
-		ws.later[i] = time.Now().Add(ws.settle)
+	t := time.Now()
+	if ws.first == nil {
+		ws.first = map[int]time.Time{}
 	}
+	start, ok := ws.first[i]
+	if !ok {
+		start = t
+		ws.first[i] = t
+	}
+	due := t.Add(ws.settle)
+	if capAt := start.Add(maxSettle); capAt.Before(due) {
+		due = capAt
+	}
+	ws.later[i] = due
 }
 
 // drop forgets the fsnotify watch of dir, which is gone or stale.
@@ -395,7 +413,17 @@ func (ws *watchSet) desired(i int) []wantDir {
 	}
 	parent := func(path string) { add(filepath.Dir(path), filepath.Base(path)) }
 
+	// A symlinked directory on the way (current -> releases/7) is watched
+	// from its parent, so swapping it wakes the ref.
+	linkedDirs := func(path string) {
+		for a := filepath.Dir(path); a != filepath.Dir(a); a = filepath.Dir(a) {
+			if fi, err := os.Lstat(a); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+				parent(a)
+			}
+		}
+	}
 	parent(p)
+	linkedDirs(p)
 	q := p
 	for range maxHops {
 		target, err := os.Readlink(q)
@@ -407,6 +435,7 @@ func (ws *watchSet) desired(i int) []wantDir {
 		}
 		q = filepath.Clean(target)
 		parent(q)
+		linkedDirs(q)
 	}
 	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
 		add(p, "")
