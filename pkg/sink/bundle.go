@@ -15,7 +15,10 @@ import (
 // versioned directory Dir/..tls_<unix-nanoseconds> that holds every member.
 // A new version is written in full, then one rename swaps the symlink, so a
 // reader that opens the bundle directory once sees either all old members or
-// all new ones. Target names cannot start with ".", so versions and
+// all new ones, never a mix. The old version is removed right after the swap,
+// as kubelet does, so a reader still inside it can find a member gone
+// (ENOENT) and must open the bundle again. Target names cannot start with
+// ".", so versions and
 // temporary symlinks never clash with targets.
 
 // maxBundle leaves room in a file name for the ".." prefix and the "_<n>"
