@@ -285,6 +285,27 @@ func TestDirVersion(t *testing.T) {
 	}
 }
 
+// churn calls change(0), change(1), … in a goroutine until stop is called
+// or change fails (a test error); stop returns once the goroutine has.
+func churn(t *testing.T, change func(i int) error) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := change(i); err != nil {
+				t.Errorf("change %d: %v", i, err)
+				return
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
 // A reader never sees a directory object that mixes two kubelet
 // generations, however the swaps interleave with its reads.
 func TestFetchDirNeverMixesGenerations(t *testing.T) {
@@ -299,22 +320,8 @@ func TestFetchDirNeverMixesGenerations(t *testing.T) {
 	}
 	kubeletWrite(t, dir, gen("0"))
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 1; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if err := kubeletSwap(dir, gen(fmt.Sprint(i))); err != nil {
-				t.Errorf("swap: %v", err)
-				return
-			}
-		}
-	})
-	defer func() { close(stop); wg.Wait() }()
+	stop := churn(t, func(i int) error { return kubeletSwap(dir, gen(fmt.Sprint(i+1))) })
+	defer stop()
 
 	s := New(Options{})
 	read := 0

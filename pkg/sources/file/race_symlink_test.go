@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 )
@@ -37,20 +36,7 @@ func TestRaceDirRefThroughSwappedSymlink(t *testing.T) {
 	mk(1)
 	cur := filepath.Join(root, "current")
 	swapLink(t, "gen0", cur)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 1; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			swapLink(t, fmt.Sprint("gen", i%2), cur)
-		}
-	}()
+	stop := churn(t, func(i int) error { swapLink(t, fmt.Sprint("gen", (i+1)%2), cur); return nil })
 	s := New(Options{})
 	var mixed, ok, errs int
 	deadline := time.Now().Add(time.Second)
@@ -67,8 +53,7 @@ func TestRaceDirRefThroughSwappedSymlink(t *testing.T) {
 			ok++
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	t.Logf("ok=%d mixed=%d errs=%d", ok, mixed, errs)
 	if mixed > 0 {
 		t.Errorf("%d directory objects mixed two generations", mixed)

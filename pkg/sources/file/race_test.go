@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,27 +19,9 @@ func TestRaceSingleFileUnderKubeletSwap(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "vol")
 	kubeletWrite(t, dir, map[string]string{"key": "AAAA"})
 	s := New(Options{})
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			v := "AAAA"
-			if i%2 == 0 {
-				v = "BBBB"
-			}
-			if err := kubeletSwap(dir, map[string]string{"key": v}); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}()
+	stop := churn(t, func(i int) error {
+		return kubeletSwap(dir, map[string]string{"key": []string{"BBBB", "AAAA"}[i%2]})
+	})
 	var notFound, bad, ok int
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
@@ -59,8 +40,7 @@ func TestRaceSingleFileUnderKubeletSwap(t *testing.T) {
 			}
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	t.Logf("ok=%d notFound=%d bad=%d", ok, notFound, bad)
 	if bad > 0 {
 		t.Errorf("%d fetches returned a value never written", bad)
@@ -84,24 +64,10 @@ func TestRaceInPlaceRewrite(t *testing.T) {
 	a, b := strings.Repeat("a", 3000), strings.Repeat("b", 3000)
 	write(t, p, a)
 	s := New(Options{})
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			v := a
-			if i%2 == 0 {
-				v = b
-			}
-			os.WriteFile(p, []byte(v), 0o644)
-		}
-	}()
+	stop := churn(t, func(i int) error {
+		_ = os.WriteFile(p, []byte([]string{b, a}[i%2]), 0o644) // may race the reader's open: fine
+		return nil
+	})
 	var bad, ok int
 	seen := map[int]int{}
 	deadline := time.Now().Add(time.Second)
@@ -118,8 +84,7 @@ func TestRaceInPlaceRewrite(t *testing.T) {
 			ok++
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	t.Logf("ok=%d bad=%d lengths=%v", ok, bad, seen)
 	if bad > 0 {
 		t.Errorf("%d fetches returned success with an empty or partial value", bad)
