@@ -425,17 +425,7 @@ func (e *Engine) observe(kind string, start time.Time, err error) {
 // changed and schedules the next run.
 func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, reschedule bool) {
 	if results == nil {
-		results = make([]sources.Result, len(j.objects))
-		for i, ob := range j.objects {
-			if ctx.Err() != nil {
-				results[i].Err = ctx.Err()
-				continue
-			}
-			start := e.now()
-			obj, err := e.srcs[ob.ref.Kind].Fetch(ctx, ob.ref)
-			e.observe(ob.ref.Kind, start, err)
-			results[i] = sources.Result{Object: obj, Err: err}
-		}
+		results = e.fetch(ctx, j)
 	}
 	if ctx.Err() != nil && reschedule {
 		return // shutting down: nothing half-done is written
@@ -591,6 +581,47 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 	case e.wake <- struct{}{}:
 	default:
 	}
+}
+
+// fetch reads the job's objects: as one group when they all come from a
+// source that reads groups consistently (a bundle from one kubelet volume),
+// else one by one.
+func (e *Engine) fetch(ctx context.Context, j *job) []sources.Result {
+	kind := j.objects[0].ref.Kind
+	if g, ok := e.srcs[kind].(sources.Grouper); ok && len(j.objects) > 1 && sameKind(j.objects) {
+		refs := make([]sources.Ref, len(j.objects))
+		for i, ob := range j.objects {
+			refs[i] = ob.ref
+		}
+		start := e.now()
+		results := g.FetchGroup(ctx, refs)
+		e.observe(kind, start, firstErr(results))
+		for len(results) < len(refs) {
+			results = append(results, sources.Result{Err: fmt.Errorf("%s: group read returned no result for %s", kind, refs[len(results)])})
+		}
+		return results
+	}
+	results := make([]sources.Result, len(j.objects))
+	for i, ob := range j.objects {
+		if ctx.Err() != nil {
+			results[i].Err = ctx.Err()
+			continue
+		}
+		start := e.now()
+		obj, err := e.srcs[ob.ref.Kind].Fetch(ctx, ob.ref)
+		e.observe(ob.ref.Kind, start, err)
+		results[i] = sources.Result{Object: obj, Err: err}
+	}
+	return results
+}
+
+func sameKind(obs []object) bool {
+	for _, ob := range obs[1:] {
+		if ob.ref.Kind != obs[0].ref.Kind {
+			return false
+		}
+	}
+	return true
 }
 
 // interval is the job's refresh interval: the shortest of its secrets'.

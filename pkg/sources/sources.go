@@ -31,6 +31,16 @@ type Batcher interface {
 	FetchBatch(ctx context.Context, refs []Ref) []Result
 }
 
+// Grouper is implemented by sources that can read several objects as one
+// consistent snapshot: the members of a bundle that live in one kubelet
+// volume are read from one resolved generation, checked unchanged after the
+// reads and retried otherwise, so a bundle never pairs a certificate of one
+// generation with a key of the next. Results are in the order of refs; refs
+// the source cannot group are read one by one.
+type Grouper interface {
+	FetchGroup(ctx context.Context, refs []Ref) []Result
+}
+
 // Result is one answer of a batch.
 type Result struct {
 	Object Object
