@@ -19,10 +19,26 @@ type Config struct {
 	MaxStale    time.Duration
 	MaxFileSize int64 // bytes; default 1 MiB
 	Concurrency int   // fetches in flight; default 8
-	Sources     Sources
-	Secrets     []Secret
-	Reload      Reload
+	// Readiness decides whether an expired value still counts as written
+	// for /readyz: "strict" (default: a required secret whose only value has
+	// expired makes the sidecar not ready) or "serve_expired".
+	Readiness string
+	Sources   Sources
+	Secrets   []Secret
+	Reload    Reload
 }
+
+// Readiness policies.
+const (
+	ReadinessStrict       = "strict"
+	ReadinessServeExpired = "serve_expired"
+)
+
+// Expiry policies of secrets[].on_expiry.
+const (
+	OnExpiryKeep   = "keep"
+	OnExpiryRemove = "remove"
+)
 
 // Output is where targets are written.
 type Output struct {
@@ -48,8 +64,29 @@ type Secret struct {
 	// \r and \n), "add" (ensure exactly one trailing \n).
 	Newline string
 	Reload  bool // default true: a change triggers the app's reload
-	Pos     Pos  // where the entry starts in the file
-	RefPos  Pos  // where the ref is; zero when the ref is missing or bad
+	// RenewMargin is the room kept before a value's expiry, on top of the
+	// reload's own time, when the engine schedules its replacement.
+	RenewMargin Margin
+	// OnExpiry: "keep" (default) leaves an expired value in place; "remove"
+	// removes the target once the value expired and was not replaced.
+	OnExpiry string
+	Pos      Pos // where the entry starts in the file
+	RefPos   Pos // where the ref is; zero when the ref is missing or bad
+}
+
+// Margin is a duration, or a fraction of a value's lifetime when Fixed is
+// zero ("10%" is Fraction 0.1, the default).
+type Margin struct {
+	Fixed    time.Duration
+	Fraction float64
+}
+
+// Of is the margin for a value that lives lifetime.
+func (m Margin) Of(lifetime time.Duration) time.Duration {
+	if m.Fixed > 0 {
+		return m.Fixed
+	}
+	return time.Duration(m.Fraction * float64(lifetime))
 }
 
 // Pos is a position in the config file.

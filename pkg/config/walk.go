@@ -48,6 +48,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		Refresh:     DefaultRefresh,
 		MaxFileSize: DefaultMaxFileSize,
 		Concurrency: DefaultConcurrency,
+		Readiness:   ReadinessStrict,
 	}
 	root = resolve(root)
 	m := d.newMapping(root, "", "")
@@ -61,6 +62,10 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	m.duration("max_stale", &c.MaxStale)
 	m.size("max_file_size", &c.MaxFileSize)
 	m.integer("concurrency", &c.Concurrency, 1, 1024)
+	if v := m.str("readiness", &c.Readiness); v != nil && c.Readiness != ReadinessStrict && c.Readiness != ReadinessServeExpired {
+		d.errorf(v, "readiness", "want strict (an expired value makes a required secret not ready) or serve_expired, got %q", c.Readiness)
+		c.Readiness = ReadinessStrict
+	}
 	src, _ := m.sub("sources")
 	d.sources(&src, &c.Sources)
 	list, items := m.items("secrets")
@@ -167,6 +172,36 @@ func (d *decoder) secrets(list *yaml.Node, items []*yaml.Node, c *Config) {
 		}
 		c.Secrets = append(c.Secrets, s)
 	}
+	d.bundleDirs(c.Secrets)
+}
+
+// bundleDirs checks that a bundle with a directory member (file:///dir/)
+// takes its other file members from that same directory: the file source
+// reads a bundle from one generation of one volume, and two volumes have
+// no common generation.
+func (d *decoder) bundleDirs(secrets []Secret) {
+	dirs := map[string]int{} // bundle → index of its first directory member
+	for i, s := range secrets {
+		if s.Bundle != "" && s.Ref.Kind == sources.File && strings.HasSuffix(s.Ref.Path, "/") {
+			if _, ok := dirs[s.Bundle]; !ok {
+				dirs[s.Bundle] = i
+			}
+		}
+	}
+	for i, s := range secrets {
+		first, ok := dirs[s.Bundle]
+		if !ok || i == first || s.Ref.Kind != sources.File || s.RefPos.Line == 0 {
+			continue
+		}
+		dir := filepath.Clean(secrets[first].Ref.Path)
+		p := filepath.Clean(s.Ref.Path)
+		if p == dir || filepath.Dir(p) == dir {
+			continue
+		}
+		d.errorf(&yaml.Node{Line: s.RefPos.Line, Column: s.RefPos.Column}, itemField(i, ".ref"),
+			"bundle %q reads the directory %q (secrets[%d], line %d), but ref %q is in another directory; a bundle is read from one generation of one directory: move this secret to a bundle of its own, or name files of %q",
+			s.Bundle, dir+"/", first, secrets[first].Pos.Line, s.Ref.String(), dir+"/")
+	}
 }
 
 // itemField is the field path of secrets[i] and sub ("", ".name").
@@ -178,13 +213,15 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 	path := "secrets[" + strconv.Itoa(i) + "]"
 	m := d.newMapping(n, path, "secrets[]")
 	s = Secret{
-		Required: true,
-		Reload:   true,
-		Refresh:  c.Refresh,
-		Mode:     c.Output.Mode,
-		UID:      c.Output.UID,
-		GID:      c.Output.GID,
-		Newline:  "keep",
+		Required:    true,
+		Reload:      true,
+		Refresh:     c.Refresh,
+		Mode:        c.Output.Mode,
+		UID:         c.Output.UID,
+		GID:         c.Output.GID,
+		Newline:     "keep",
+		OnExpiry:    OnExpiryKeep,
+		RenewMargin: Margin{Fraction: DefaultRenewMargin},
 	}
 	if n != nil {
 		s.Pos = Pos{Line: n.Line, Column: n.Column}
@@ -235,7 +272,24 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 		d.errorf(v, path+".newline", "want keep, strip or add, got %q", s.Newline)
 	}
 	m.boolean("reload", &s.Reload)
+	var margin string
+	if v := m.str("renew_margin", &margin); v != nil {
+		if mg, msg := parseMargin(margin); msg != "" {
+			d.errorf(v, path+".renew_margin", "%s", msg)
+		} else {
+			s.RenewMargin = mg
+		}
+	}
+	expiryN := m.str("on_expiry", &s.OnExpiry)
+	if expiryN != nil && s.OnExpiry != OnExpiryKeep && s.OnExpiry != OnExpiryRemove {
+		d.errorf(expiryN, path+".on_expiry", "want keep (leave an expired value in place) or remove (remove the file once the value expired and could not be replaced), got %q", s.OnExpiry)
+		s.OnExpiry, expiryN = OnExpiryKeep, nil
+	}
 	m.done()
+
+	if expiryN != nil && refN != nil && !mayExpire(s.Ref) {
+		d.errorf(expiryN, path+".on_expiry", "ref %q has no expiry (only Vault leases and certificates expire); drop on_expiry", s.Ref.String())
+	}
 
 	if staleN == nil {
 		s.MaxStale = c.MaxStale
@@ -269,12 +323,33 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 			targetN, bundleN = nil, nil
 		}
 	}
-	if bundleN != nil && refN != nil {
-		if what, fix := expands(s.Ref); what != "" {
-			d.errorf(refN, path+".ref", "%s", fmt.Sprintf("a member of bundle %q is one file, but ref %q %s; %s", s.Bundle, s.Ref.String(), what, fix))
-		}
-	}
 	return s, nameN, targetN, bundleN
+}
+
+// DefaultRenewMargin is the default renew_margin: a tenth of the lifetime.
+const DefaultRenewMargin = 0.1
+
+// parseMargin reads renew_margin: a duration ("5m") or a percentage of the
+// lifetime below 100 ("10%"). It returns a message on error.
+func parseMargin(s string) (Margin, string) {
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || f < 0 || f >= 100 || math.IsNaN(f) {
+			return Margin{}, fmt.Sprintf("want a percentage of the lifetime from 0%% to below 100%% (such as \"10%%\"), got %q", s)
+		}
+		return Margin{Fraction: f / 100}, ""
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return Margin{}, fmt.Sprintf("want a positive duration (such as \"5m\") or a percentage of the lifetime (such as \"10%%\"), got %q", s)
+	}
+	return Margin{Fixed: d}, ""
+}
+
+// mayExpire reports whether values of r can carry an expiry: Vault (leases,
+// certificates) and files (a PEM certificate's NotAfter).
+func mayExpire(r sources.Ref) bool {
+	return r.Kind == sources.Vault || r.Kind == sources.File
 }
 
 // expands says what makes a ref expand into several files (one per field)
