@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 )
 
@@ -36,8 +37,8 @@ type HTTP struct {
 	min, max int
 	timeout  time.Duration
 	retries  int
-	// retryWait is the first pause between attempts, doubled each time.
-	retryWait time.Duration
+	// retry spaces the attempts of one Notify.
+	retry backoff.Policy
 }
 
 var _ Notifier = (*HTTP)(nil)
@@ -50,15 +51,15 @@ func NewHTTP(cfg config.HTTP) (*HTTP, error) {
 		return nil, errors.New("reload: http.url must be an absolute http:// or https:// URL")
 	}
 	h := &HTTP{
-		method:    strings.ToUpper(cfg.Method),
-		url:       cfg.URL,
-		redacted:  RedactURL(cfg.URL),
-		headers:   make(http.Header),
-		min:       cfg.StatusMin,
-		max:       cfg.StatusMax,
-		timeout:   cfg.Timeout,
-		retries:   cfg.Retries,
-		retryWait: 200 * time.Millisecond,
+		method:   strings.ToUpper(cfg.Method),
+		url:      cfg.URL,
+		redacted: RedactURL(cfg.URL),
+		headers:  make(http.Header),
+		min:      cfg.StatusMin,
+		max:      cfg.StatusMax,
+		timeout:  cfg.Timeout,
+		retries:  cfg.Retries,
+		retry:    backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: backoff.Equal},
 	}
 	if h.method == "" {
 		h.method = http.MethodPost
@@ -96,20 +97,18 @@ func (h *HTTP) Notify(ctx context.Context, b Batch) error {
 	if err != nil {
 		return fmt.Errorf("http: encode body: %w", err)
 	}
-	wait := h.retryWait
 	for attempt := 0; ; attempt++ {
 		err = h.once(ctx, body)
 		if err == nil || attempt >= h.retries || ctx.Err() != nil {
 			break
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(h.retry.Delay(attempt + 1))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return err
 		case <-t.C:
 		}
-		wait *= 2
 	}
 	if err != nil && h.retries > 0 {
 		return fmt.Errorf("%w (after %d attempts)", err, h.retries+1)

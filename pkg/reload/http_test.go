@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 )
 
@@ -126,7 +127,7 @@ func TestHTTPNotify(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			h.retryWait = time.Millisecond
+			h.retry = backoff.Policy{Base: time.Millisecond, Max: time.Millisecond}
 			err = h.Notify(context.Background(), Batch{Secrets: []string{"DATABASE_PASSWORD", "SECRET_KEY"}})
 			if tt.wantErr == "" && err != nil {
 				t.Fatalf("Notify: %v", err)

@@ -10,12 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 )
@@ -65,8 +65,9 @@ type Options struct {
 	// Exclude names secrets whose change does not trigger a reload (the
 	// per-secret opt-out, config Secret.Reload false).
 	Exclude []string
-	// RetryMin and RetryMax bound the exponential backoff between failed
-	// notifications; defaults 1s and 1m.
+	// RetryMin and RetryMax are the first and the largest ceiling of the
+	// exponential backoff between failed notifications (equal jitter: each
+	// wait is between half its ceiling and the ceiling); defaults 1s and 1m.
 	RetryMin, RetryMax time.Duration
 }
 
@@ -97,8 +98,7 @@ type Reloader struct {
 	maxWait       time.Duration
 	onInitialSync bool
 	exclude       map[string]bool
-	retryMin      time.Duration
-	retryMax      time.Duration
+	retry         backoff.Policy
 	logger        *slog.Logger
 	metrics       *metrics.Metrics
 
@@ -132,8 +132,7 @@ func New(cfg config.Reload, o Options) (*Reloader, error) {
 		maxWait:       cfg.MaxWait,
 		onInitialSync: cfg.OnInitialSync,
 		exclude:       make(map[string]bool, len(o.Exclude)),
-		retryMin:      o.RetryMin,
-		retryMax:      o.RetryMax,
+		retry:         backoff.Policy{Base: o.RetryMin, Max: o.RetryMax, Jitter: backoff.Equal},
 		logger:        logger,
 		metrics:       o.Metrics,
 		wake:          make(chan struct{}, 1),
@@ -142,13 +141,12 @@ func New(cfg config.Reload, o Options) (*Reloader, error) {
 	if r.maxWait == 0 {
 		r.maxWait = DefaultMaxWait
 	}
-	if r.retryMin <= 0 {
-		r.retryMin = DefaultRetryMin
+	if r.retry.Base <= 0 {
+		r.retry.Base = DefaultRetryMin
 	}
-	if r.retryMax <= 0 {
-		r.retryMax = DefaultRetryMax
+	if r.retry.Max <= 0 {
+		r.retry.Max = DefaultRetryMax
 	}
-	r.retryMax = max(r.retryMax, r.retryMin)
 	for _, name := range o.Exclude {
 		r.exclude[name] = true
 	}
@@ -315,10 +313,10 @@ func (r *Reloader) deliver(ctx context.Context, batch []string) {
 		if err == nil {
 			return
 		}
-		backoff := r.backoff(attempt)
+		wait := r.retry.Delay(attempt)
 		r.logger.Warn("reload failed, will retry",
-			"secret", strings.Join(batch, ","), "attempt", attempt, "backoff", backoff.String(), "err", err)
-		if r.backoffOrSuperseded(ctx, batch, backoff) {
+			"secret", strings.Join(batch, ","), "attempt", attempt, "backoff", wait.String(), "err", err)
+		if r.backoffOrSuperseded(ctx, batch, wait) {
 			return
 		}
 	}
@@ -327,8 +325,8 @@ func (r *Reloader) deliver(ctx context.Context, batch []string) {
 // backoffOrSuperseded waits out a backoff. It reports true when the retry
 // should not happen: ctx is done, or a newer change arrived, in which case
 // the failed batch is merged into the pending set.
-func (r *Reloader) backoffOrSuperseded(ctx context.Context, batch []string, backoff time.Duration) bool {
-	t := time.NewTimer(backoff)
+func (r *Reloader) backoffOrSuperseded(ctx context.Context, batch []string, wait time.Duration) bool {
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
 		select {
@@ -387,18 +385,6 @@ func (r *Reloader) record(batch []string, start time.Time, d time.Duration, atte
 		r.logger.Info("app notified", "secret", strings.Join(batch, ","), "attempt", attempt,
 			"duration_seconds", d.Seconds())
 	}
-}
-
-// backoff is exponential from retryMin, capped at retryMax, with ±10%
-// jitter so that many sidecars do not retry in step.
-func (r *Reloader) backoff(attempt int) time.Duration {
-	d := r.retryMin
-	for i := 1; i < attempt && d < r.retryMax; i++ {
-		d *= 2
-	}
-	d = min(d, r.retryMax)
-	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
-	return d + jitter
 }
 
 // setPendingGauge needs r.mu.
