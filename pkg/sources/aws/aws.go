@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"golang.org/x/time/rate"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -443,27 +443,22 @@ func (s *Source) wait(ctx context.Context) error {
 	return nil
 }
 
-// gate is the source-wide back-off after ThrottlingException: exponential
-// from 1s to 1m with jitter, reset by the next success.
+// gate is the source-wide back-off after ThrottlingException, reset by the
+// next success. Equal jitter: the gate holds every read back, so each
+// strike must buy a real pause, not one drawn near zero.
 type gate struct {
 	mu     sync.Mutex
 	strike int
 	open   time.Time
 }
 
-const (
-	throttleBase = time.Second
-	throttleMax  = time.Minute
-)
+var throttle = backoff.Policy{Base: time.Second, Max: time.Minute, Jitter: backoff.Equal}
 
 func (g *gate) throttled(now time.Time) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	d := throttleBase << min(g.strike, 6)
-	d = min(d, throttleMax)
 	g.strike++
-	// Equal jitter: half fixed, half random.
-	d = d/2 + rand.N(d/2+1)
+	d := throttle.Delay(g.strike)
 	if t := now.Add(d); t.After(g.open) {
 		g.open = t
 	}
