@@ -15,6 +15,6 @@ import (
 func init() {
 	buildVault = func(cfg config.Vault, o sourceOptions) (sources.Source, error) {
 		creds, _ := o.awsCredentials.(awssdk.CredentialsProvider)
-		return vault.New(cfg, vault.Options{Logger: o.log, Metrics: o.metrics, AWSCredentials: creds, Env: os.Getenv})
+		return vault.New(cfg, vault.Options{Logger: o.log, Metrics: o.metrics, AWSCredentials: creds, Env: os.Getenv, TokenCheck: o.refresh})
 	}
 }

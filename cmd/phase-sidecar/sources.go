@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
@@ -27,6 +28,9 @@ type sourceOptions struct {
 	// awsCredentials is the AWS source's credential provider (an
 	// aws.CredentialsProvider), for Vault's aws auth method; nil otherwise.
 	awsCredentials any
+	// refresh is the default refresh interval: how often Vault's token is
+	// looked up while only held leases are read.
+	refresh time.Duration
 }
 
 // awsSources is what the AWS source offers the wiring.
@@ -76,7 +80,7 @@ func buildSources(ctx context.Context, cfg *config.Config, log *slog.Logger, m *
 		used[s.Ref.Kind] = true
 	}
 	opts := func(kind string) sourceOptions {
-		return sourceOptions{log: log.With("component", "source", "source", kind), metrics: m}
+		return sourceOptions{log: log.With("component", "source", "source", kind), metrics: m, refresh: cfg.Refresh}
 	}
 	out := map[string]sources.Source{}
 	var checks []check

@@ -27,6 +27,7 @@ type Sink interface {
 	WriteBundle(bundle string, files []sink.File) (changed bool, err error)
 	Exists(name string) bool
 	Path(name string) string
+	Remove(name string) error
 }
 
 var _ Sink = (*sink.Dir)(nil)
@@ -126,6 +127,7 @@ func New(o Options) (*Engine, error) {
 		return nil, errors.New(strings.Join(missing, "\n"))
 	}
 	e.jobs = plan(e.secrets)
+	setLeads(e.jobs, reloadLead(o.Config.Reload))
 	for _, j := range e.jobs {
 		for _, ob := range j.objects {
 			e.byObj[ob.key] = j
@@ -441,7 +443,7 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 			}
 			continue
 		}
-		objs[ob.key] = results[i].Object
+		objs[ob.key] = withCertExpiry(ob.ref.Kind, results[i].Object)
 	}
 	// Render every secret first: a bundle is written only when all its
 	// members have fresh values, so no reader sees a new certificate with
@@ -464,6 +466,9 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 			continue
 		}
 		files, err := e.render(s, obj)
+		if err == nil {
+			err = expiredValue(s, obj, now)
+		}
 		if err != nil {
 			e.secretFailed(s, err)
 			writeErr = true
@@ -549,6 +554,10 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 			note(r, ch, paths)
 		}
 	}
+	if removed := e.expire(j, now); len(removed) > 0 {
+		changed = append(changed, removed...)
+		initial = false
+	}
 	e.checkReady()
 	if len(changed) > 0 && listen {
 		e.change(Change{Secrets: changed, Targets: targets, Initial: initial})
@@ -571,6 +580,11 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 				j.due = o.RefreshAt
 			}
 		}
+	}
+	if t := nextExpiry(j); !t.IsZero() && t.Before(j.due) {
+		// Be there when a value expires, to mark it (and remove it with
+		// on_expiry remove) if no replacement came.
+		j.due = t
 	}
 	if j.hinted {
 		// A hint arrived while this job ran; run it again now.
@@ -663,10 +677,19 @@ func (e *Engine) render(s *state, obj sources.Object) ([]sink.File, error) {
 	mk := func(name string, v secret.Value) sink.File {
 		return sink.File{Name: name, Data: newline(v.Reveal(), s.cfg.Newline), Mode: s.cfg.Mode, UID: s.cfg.UID, GID: s.cfg.GID}
 	}
-	if s.cfg.Ref.Field == "" && obj.Expands() {
-		if s.cfg.Bundle != "" {
-			return nil, fmt.Errorf("%s is a collection (directory or path); bundle members need a single value", s.cfg.Ref)
+	if s.cfg.Ref.Field == "" && obj.Expands() && s.cfg.Bundle != "" {
+		// Each field is a member of the bundle, under its own name: a
+		// kubelet TLS volume gives tls.crt and tls.key.
+		files := make([]sink.File, 0, len(obj.Fields))
+		for _, k := range obj.Keys() {
+			if err := sink.CheckName(k); err != nil {
+				return nil, fmt.Errorf("%s: field %q cannot be a file name in bundle %q: %v; rename the field", s.cfg.Ref, k, s.cfg.Bundle, err)
+			}
+			files = append(files, mk(k, obj.Fields[k]))
 		}
+		return files, nil
+	}
+	if s.cfg.Ref.Field == "" && obj.Expands() {
 		files := make([]sink.File, 0, len(obj.Fields))
 		names := make([]string, 0, len(obj.Fields))
 		seen := make(map[string]string, len(obj.Fields))

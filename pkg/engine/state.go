@@ -29,6 +29,8 @@ type state struct {
 	lastError   string
 	errorSince  time.Time
 	expiry      time.Time
+	expiredSeen bool     // expire has handled the current expiry
+	removed     bool     // on_expiry remove took the file away
 	expanded    []string // target names of an expanding secret
 
 	// The secret's metric children, looked up once.
@@ -107,7 +109,11 @@ func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Tim
 	s.lastSuccess = now
 	s.lastError = ""
 	s.errorSince = time.Time{}
+	if !obj.Expiry.Equal(s.expiry) || !obj.Expiry.Before(now) {
+		s.expiredSeen = false
+	}
 	s.expiry = obj.Expiry
+	s.removed = false
 	if changed {
 		s.lastChange = now
 		s.firstChange = first && !e.ready && !existed
@@ -160,6 +166,9 @@ type SecretStatus struct {
 	Expiry     *time.Time `json:"expiry,omitempty"`
 	LastError  string     `json:"last_error,omitempty"`
 	Stale      bool       `json:"stale"`
+	// Expired: the value on disk outlived its expiry (or was removed for
+	// it) and no replacement could be read.
+	Expired bool `json:"expired"`
 }
 
 // Status reports every secret, in config order. It also refreshes the stale
@@ -174,8 +183,10 @@ func (e *Engine) Status() []SecretStatus {
 			Path: e.path(s), Bundle: s.cfg.Bundle, Required: s.cfg.Required,
 			Written: s.written, Version: s.version, LastError: s.lastError,
 			LastSync: tp(s.lastSuccess), LastChange: tp(s.lastChange), Expiry: tp(s.expiry),
-			Stale: e.stale(s, now),
+			Stale: e.stale(s, now), Expired: s.expired(now),
 		}
+		st.Stale = st.Stale || st.Expired
+		st.Written = st.Written && !s.removed
 		for _, n := range s.expanded {
 			st.Files = append(st.Files, e.sink.Path(n))
 		}
@@ -192,13 +203,16 @@ func (e *Engine) Status() []SecretStatus {
 	return out
 }
 
-// Missing lists the required secrets not written yet, sorted.
+// Missing lists the required secrets not written yet, removed for their
+// expiry, or (with readiness strict) holding only an expired value, sorted.
 func (e *Engine) Missing() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []string
+	now := e.now()
+	strict := e.cfg.Readiness != config.ReadinessServeExpired
 	for _, s := range e.secrets {
-		if s.cfg.Required && !s.written {
+		if s.cfg.Required && (!s.written || s.removed || (strict && s.expired(now))) {
 			out = append(out, s.cfg.Name)
 		}
 	}

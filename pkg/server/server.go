@@ -72,7 +72,7 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if missing := s.o.Status.Missing(); len(missing) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = fmt.Fprintf(w, "not ready: %d required secret(s) not written yet: %s\n", len(missing), strings.Join(missing, ", "))
+			_, _ = fmt.Fprintf(w, "not ready: %d required secret(s) not written yet or expired: %s\n", len(missing), strings.Join(missing, ", "))
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))

@@ -49,7 +49,7 @@ func TestEndpoints(t *testing.T) {
 		want string
 	}{
 		{"/healthz", 200, "ok"},
-		{"/readyz", 503, "2 required secret(s) not written yet: A, B"},
+		{"/readyz", 503, "2 required secret(s) not written yet or expired: A, B"},
 		{"/v1/status", 200, `"ready": false`},
 		{"/metrics", 200, "phase_sidecar_test 0"},
 		{"/nope", 404, ""},

@@ -34,6 +34,10 @@ type Ref struct {
 	Path  string     // file: absolute path; vault: MOUNT/PATH; aws-sm: name or ARN; aws-ssm: parameter name or path
 	Field string     // after '#'; empty selects the whole value
 	Query url.Values // validated per kind
+	// Lead is set by the engine, not parsed: how far ahead of an expiring
+	// value's end its replacement must be on disk. Sources that hold
+	// expiring values (leases, certificates) schedule by it.
+	Lead Lead
 }
 
 // Object is the grouping key: refs that differ only in Field share one fetch.

@@ -48,6 +48,8 @@ type auth struct {
 	failures int
 	retryAt  time.Time // no login attempt before this after a failure
 	lastErr  error
+	// checkedAt is the last lookup made by check.
+	checkedAt time.Time
 
 	// approle with a response-wrapped secret_id: the wrapping token is
 	// single-use, so the unwrapped secret_id is kept for later logins as
@@ -201,7 +203,48 @@ func (a *auth) loginLocked(ctx context.Context) error {
 	default:
 	}
 	a.event("login")
+	if a.gen > 1 {
+		a.s.orphaned(a.gen)
+	}
 	return nil
+}
+
+// generation is the current token generation; 0 before the first login.
+func (a *auth) generation() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.gen
+}
+
+// check looks the token up when the last look is older than every, so that
+// a token revoked behind the sidecar's back (sys/leases/revoke-prefix on the
+// auth mount) is noticed while every read is served from held leases. It
+// reports false when the token was gone: the caller's lease went with it,
+// and a new login has been made or will be.
+func (a *auth) check(ctx context.Context, every time.Duration) bool {
+	if every <= 0 {
+		return true
+	}
+	a.mu.Lock()
+	now := a.s.now()
+	if a.gen == 0 || now.Sub(a.checkedAt) < every {
+		a.mu.Unlock()
+		return true
+	}
+	a.checkedAt = now
+	gen := a.gen
+	a.mu.Unlock()
+	_, err := a.s.client.Auth().Token().LookupSelfWithContext(ctx)
+	if status(err) != 403 {
+		return true // alive, or Vault unreachable: keep what is held
+	}
+	a.s.log.Warn("token revoked; logging in again and reading its leases anew")
+	a.invalidate(gen)
+	a.event("revoked")
+	if _, err := a.ensure(ctx); err != nil {
+		a.s.log.Warn("vault login failed", "err", err)
+	}
+	return false
 }
 
 // schedule sets expiry and the next action of tok, which has ttl left.
@@ -213,7 +256,14 @@ func (a *auth) schedule(tok *token, now time.Time, ttl time.Duration, relogin bo
 	}
 	tok.expiry = now.Add(ttl)
 	if ttl >= 2*time.Second {
-		tok.refreshAt = now.Add(refreshAfter(ttl))
+		lead := sources.Lead{}
+		if relogin {
+			// The token ends here, and every lease it created with it:
+			// the new login, the leases read again under it, their write
+			// and the app's reload must all fit before.
+			lead = a.s.tokenLead()
+		}
+		tok.refreshAt = now.Add(lead.RefreshAfter(ttl))
 	} else {
 		tok.refreshAt = now.Add(ttl / 2)
 		tok.relogin = true

@@ -18,20 +18,27 @@ import (
 // the token itself turns out to be the reason (revoked, expired), it logs in
 // again and retries once, so a revoked token costs no gap in the files.
 func (s *Source) call(ctx context.Context, verb, p string, do func(*api.Client) (*api.Secret, error)) (*api.Secret, error) {
+	sec, _, err := s.callGen(ctx, verb, p, do)
+	return sec, err
+}
+
+// callGen is call that also says under which token generation the request
+// went out: leases belong to the token that created them.
+func (s *Source) callGen(ctx context.Context, verb, p string, do func(*api.Client) (*api.Secret, error)) (*api.Secret, int, error) {
 	for attempt := 0; ; attempt++ {
 		gen, err := s.auth.ensure(ctx)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		sec, err := do(s.client)
 		if err == nil {
-			return sec, nil
+			return sec, gen, nil
 		}
 		if attempt == 0 && status(err) == 403 && s.auth.rejected(ctx, gen) {
 			s.log.Info("token rejected; logging in again", "path", p)
 			continue
 		}
-		return nil, classify(verb, p, err)
+		return nil, gen, classify(verb, p, err)
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -44,6 +43,11 @@ type Options struct {
 	Env func(string) string
 	// Now is the clock; time.Now when nil. Tests move it.
 	Now func() time.Time
+	// TokenCheck is how often, at most, the token is looked up while the
+	// source holds leases and has nothing else to ask Vault: a token revoked
+	// by an administrator (and every lease with it) is noticed within it.
+	// Zero: never between renewals.
+	TokenCheck time.Duration
 }
 
 // Source reads Vault paths. It logs in lazily on the first Fetch; Run keeps
@@ -58,9 +62,13 @@ type Source struct {
 	http    *http.Client // the client's transport, wrapped by tests
 	auth    *auth
 
-	mu     sync.Mutex
-	mounts map[string]mount   // by mount path with trailing slash
-	leased map[string]*leased // by Ref.Object(): leases and PKI certificates
+	mu         sync.Mutex
+	mounts     map[string]mount   // by mount path with trailing slash
+	leased     map[string]*leased // by Ref.Object(): leases and PKI certificates
+	lead       sources.Lead       // the longest parts of the leads of leased refs: the token's rollover leaves as much room
+	wake       func(sources.Ref)  // set by Watch: asks the engine to fetch a ref now
+	tokenCheck time.Duration
+	checked    time.Time // last token lookup made to notice a revocation
 	// onEvent is a test hook: "login", "renew", "relogin", "lease-capped".
 	onEvent func(string)
 	// objLocks serialise fetches of one leased or PKI object, so that two
@@ -69,8 +77,9 @@ type Source struct {
 }
 
 var (
-	_ sources.Source = (*Source)(nil)
-	_ sources.Runner = (*Source)(nil)
+	_ sources.Source  = (*Source)(nil)
+	_ sources.Runner  = (*Source)(nil)
+	_ sources.Watcher = (*Source)(nil)
 )
 
 // New builds a Source. It makes no request.
@@ -152,6 +161,8 @@ func New(cfg config.Vault, o Options) (*Source, error) {
 		http:    hc,
 		mounts:  map[string]mount{},
 		leased:  map[string]*leased{},
+
+		tokenCheck: o.TokenCheck,
 
 		objLocks: map[string]*sync.Mutex{},
 	}
@@ -295,7 +306,7 @@ func (s *Source) readLogical(ctx context.Context, ref sources.Ref) (sources.Obje
 		}
 	}
 
-	sec, err := s.call(ctx, "read", ref.Path, func(c *api.Client) (*api.Secret, error) {
+	sec, gen, err := s.callGen(ctx, "read", ref.Path, func(c *api.Client) (*api.Secret, error) {
 		return c.Logical().ReadWithContext(ctx, ref.Path)
 	})
 	if err != nil {
@@ -314,14 +325,69 @@ func (s *Source) readLogical(ctx context.Context, ref sources.Ref) (sources.Obje
 	}
 	now := s.now()
 	dur := time.Duration(sec.LeaseDuration) * time.Second
-	l = &leased{obj: obj, leaseID: sec.LeaseID, renewable: sec.Renewable, duration: dur}
+	l = &leased{obj: obj, ref: ref, gen: gen, leaseID: sec.LeaseID, renewable: sec.Renewable, duration: dur}
 	l.obj.Expiry = now.Add(dur)
-	l.obj.RefreshAt = now.Add(refreshAfter(dur))
+	l.obj.RefreshAt = now.Add(ref.Lead.RefreshAfter(dur))
 	s.mu.Lock()
 	s.leased[key] = l
+	s.addLead(ref.Lead)
 	s.mu.Unlock()
-	s.log.Debug("new lease", "path", ref.Path, "version", obj.Version, "duration_seconds", dur.Seconds())
+	s.log.Info("new lease", "path", ref.Path, "version", obj.Version, "duration_seconds", dur.Seconds(),
+		"refresh_in_seconds", l.obj.RefreshAt.Sub(now).Seconds())
 	return l.obj, nil
+}
+
+// addLead widens s.lead to cover l. s.mu is held.
+func (s *Source) addLead(l sources.Lead) {
+	s.lead.Reload = max(s.lead.Reload, l.Reload)
+	s.lead.Margin = max(s.lead.Margin, l.Margin)
+	s.lead.Fraction = max(s.lead.Fraction, l.Fraction)
+}
+
+// tokenLead is how much room the token's rollover leaves before the old
+// token (and its leases) expire.
+func (s *Source) tokenLead() sources.Lead {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lead
+}
+
+// Watch implements sources.Watcher: it asks the engine to fetch a leased
+// ref at once when the lease died or will die with the token that created
+// it. It blocks until ctx ends.
+func (s *Source) Watch(ctx context.Context, _ []sources.Ref, wake func(sources.Ref)) error {
+	s.mu.Lock()
+	s.wake = wake
+	s.mu.Unlock()
+	<-ctx.Done()
+	s.mu.Lock()
+	s.wake = nil
+	s.mu.Unlock()
+	return nil
+}
+
+// orphaned asks for every lease issued under a token older than gen to be
+// read again now: Vault revokes a token's leases with the token, at its
+// expiry or at once when it was revoked.
+func (s *Source) orphaned(gen int) {
+	s.mu.Lock()
+	wake := s.wake
+	var refs []sources.Ref
+	for _, l := range s.leased {
+		if l.leaseID != "" && l.gen < gen {
+			refs = append(refs, l.ref)
+		}
+	}
+	s.mu.Unlock()
+	for _, r := range refs {
+		s.log.Info("lease belongs to the replaced token; reading it anew", "path", r.Path)
+		if wake != nil {
+			wake(r)
+		}
+	}
+	if len(refs) > 0 {
+		s.event("orphaned")
+	}
 }
 
 func (s *Source) event(name string) {
@@ -347,8 +413,11 @@ func (s *Source) lockObject(key string) func() {
 // certificate.
 type leased struct {
 	obj       sources.Object
+	ref       sources.Ref
+	gen       int    // the token generation that created the lease
 	leaseID   string // empty for certificates
 	renewable bool
+	capped    bool          // a renewal was cut short by the max TTL: replace, don't renew
 	duration  time.Duration // the lease duration first granted
 }
 
@@ -366,10 +435,20 @@ func (s *Source) keepLease(ctx context.Context, ref sources.Ref, l *leased) (sou
 	if !now.Before(l.obj.Expiry) {
 		return sources.Object{}, false
 	}
-	if !s.due(l) {
-		return l.obj, true
+	if gen := s.auth.generation(); gen != 0 && l.gen != gen {
+		// Issued under a token that was replaced: Vault revokes the
+		// lease with that token, so read new credentials now.
+		s.log.Info("lease issued under a replaced token; reading anew", "path", ref.Path)
+		return sources.Object{}, false
 	}
-	if !l.renewable {
+	if !s.due(l) {
+		if s.auth.check(ctx, s.tokenCheck) {
+			return l.obj, true
+		}
+		// The token is gone, and its leases with it.
+		return sources.Object{}, false
+	}
+	if !l.renewable || l.capped {
 		return sources.Object{}, false
 	}
 	inc := int(l.duration / time.Second)
@@ -382,16 +461,20 @@ func (s *Source) keepLease(ctx context.Context, ref sources.Ref, l *leased) (sou
 		return sources.Object{}, false
 	}
 	dur := time.Duration(sec.LeaseDuration) * time.Second
-	if dur < l.duration/3 {
-		// Capped by the lease's max TTL: fetch new credentials while the
-		// old ones are still valid.
-		s.log.Info("lease near its max TTL; reading anew", "path", ref.Path)
-		s.event("lease-capped")
-		return sources.Object{}, false
-	}
 	now = s.now()
+	if dur+time.Second < l.duration {
+		// Cut short by the lease's max TTL: it ends at now+dur whatever
+		// happens. Replace it, leaving room for the app's reload.
+		l.capped = true
+		s.event("lease-capped")
+		if dur <= ref.Lead.Of(dur) {
+			s.log.Info("lease at its max TTL, too close to its end to keep; reading anew", "path", ref.Path)
+			return sources.Object{}, false
+		}
+		s.log.Info("lease at its max TTL; new credentials will be read before it ends", "path", ref.Path, "duration_seconds", dur.Seconds())
+	}
 	l.obj.Expiry = now.Add(dur)
-	l.obj.RefreshAt = now.Add(refreshAfter(dur))
+	l.obj.RefreshAt = now.Add(ref.Lead.RefreshAfter(dur))
 	obj := l.obj
 	s.log.Debug("lease renewed", "path", ref.Path, "version", obj.Version, "duration_seconds", dur.Seconds())
 	return obj, true
@@ -466,9 +549,9 @@ func (s *Source) issue(ctx context.Context, ref sources.Ref) (sources.Object, er
 		Expiry:  cert.NotAfter,
 	}
 	now := s.now()
-	obj.RefreshAt = now.Add(refreshAfter(cert.NotAfter.Sub(now)))
+	obj.RefreshAt = now.Add(ref.Lead.RefreshAfter(cert.NotAfter.Sub(now)))
 	s.mu.Lock()
-	s.leased[key] = &leased{obj: obj}
+	s.leased[key] = &leased{obj: obj, ref: ref}
 	s.mu.Unlock()
 	s.log.Info("certificate issued", "path", ref.Path, "version", obj.Version, "duration_seconds", cert.NotAfter.Sub(now).Seconds())
 	return obj, nil
@@ -504,15 +587,4 @@ func objectOf(ref sources.Ref, data map[string]any) (sources.Object, error) {
 func hashVersion(data map[string]any) string {
 	b, _ := json.Marshal(data) // map keys are sorted: stable
 	return sources.ShortHash(sha256.Sum256(b))
-}
-
-// refreshAfter is when to renew something that lives d: two thirds of d with
-// ±10% jitter, so sidecars started together spread out (as consul-template
-// does).
-func refreshAfter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	f := 2.0 / 3.0 * (0.9 + 0.2*rand.Float64())
-	return time.Duration(float64(d) * f)
 }
