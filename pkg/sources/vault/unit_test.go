@@ -52,20 +52,6 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-func TestRefreshAfter(t *testing.T) {
-	for _, d := range []time.Duration{3 * time.Second, time.Minute, time.Hour, 768 * time.Hour} {
-		lo, hi := time.Duration(float64(d)*0.6), time.Duration(float64(d)*0.74)
-		for range 100 {
-			if got := refreshAfter(d); got < lo || got > hi {
-				t.Fatalf("refreshAfter(%v) = %v, want within [%v, %v]", d, got, lo, hi)
-			}
-		}
-	}
-	if got := refreshAfter(0); got != 0 {
-		t.Errorf("refreshAfter(0) = %v", got)
-	}
-}
-
 func TestBackoff(t *testing.T) {
 	for n := 1; n < 20; n++ {
 		d := backoff(n)
