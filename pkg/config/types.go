@@ -23,9 +23,22 @@ type Config struct {
 	// for /readyz: "strict" (default: a required secret whose only value has
 	// expired makes the sidecar not ready) or "serve_expired".
 	Readiness string
-	Sources   Sources
-	Secrets   []Secret
-	Reload    Reload
+	// Splay spreads each object's first refresh after the first sync over
+	// this fraction of its interval (0–1, default 1), so a fleet started
+	// together does not stay in step.
+	Splay float64
+	// Breaker is the source-wide circuit breaker of each remote source.
+	Breaker Breaker
+	Sources Sources
+	Secrets []Secret
+	Reload  Reload
+}
+
+// Breaker configures the circuit breaker that every remote source (Vault,
+// Secrets Manager, SSM) has of its own.
+type Breaker struct {
+	Threshold int           // consecutive source-level failures that open it; default 3
+	Cap       time.Duration // longest wait between probes; default 5m, at least 1s
 }
 
 // Readiness policies.
@@ -118,6 +131,8 @@ type Vault struct {
 	Namespace     string
 	Timeout       time.Duration // default 30s
 	KVVersion     int           // 0: detect per mount; 1 or 2 to force
+	RateLimit     float64       // requests per second across the source, logins included; 0 = unlimited
+	RateBurst     int           // requests allowed at once above the rate; default max(1, RateLimit)
 	Auth          VaultAuth
 }
 

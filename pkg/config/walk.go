@@ -49,6 +49,8 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		MaxFileSize: DefaultMaxFileSize,
 		Concurrency: DefaultConcurrency,
 		Readiness:   ReadinessStrict,
+		Splay:       DefaultSplay,
+		Breaker:     Breaker{Threshold: DefaultBreakerThreshold, Cap: DefaultBreakerCap},
 	}
 	root = resolve(root)
 	m := d.newMapping(root, "", "")
@@ -66,6 +68,12 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		d.errorf(v, "readiness", "want strict (an expired value makes a required secret not ready) or serve_expired, got %q", c.Readiness)
 		c.Readiness = ReadinessStrict
 	}
+	if v := m.number("splay", &c.Splay, 0); v != nil && c.Splay > 1 {
+		d.errorf(v, "splay", "want a fraction of the refresh interval from 0 (no splay) to 1 (default: the first refresh anywhere in the first interval), got %g", c.Splay)
+		c.Splay = DefaultSplay
+	}
+	br, _ := m.sub("breaker")
+	d.breaker(&br, &c.Breaker)
 	src, _ := m.sub("sources")
 	d.sources(&src, &c.Sources)
 	list, items := m.items("secrets")
@@ -93,6 +101,23 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		}
 	}
 	return c
+}
+
+// Scheduling defaults.
+const (
+	DefaultSplay            = 1.0
+	DefaultBreakerThreshold = 3
+	DefaultBreakerCap       = 5 * time.Minute
+)
+
+// breaker decodes breaker.
+func (d *decoder) breaker(m *mapping, b *Breaker) {
+	m.integer("threshold", &b.Threshold, 1, 1000)
+	if v := m.duration("cap", &b.Cap); v != nil && b.Cap < time.Second {
+		d.errorf(v, m.field("cap"), "want at least 1s: the breaker's probes back off from 1s up to the cap, got %q", v.Value)
+		b.Cap = DefaultBreakerCap
+	}
+	m.done()
 }
 
 // output decodes output; given says the key is present (maybe mistyped).
@@ -442,6 +467,17 @@ func (d *decoder) vault(m *mapping) *Vault {
 	m.str("namespace", &v.Namespace)
 	m.duration("timeout", &v.Timeout)
 	m.integer("kv_version", &v.KVVersion, 0, 2)
+	if n := m.number("rate_limit", &v.RateLimit, 0); n != nil && v.RateLimit <= 0 {
+		d.errorf(n, m.field("rate_limit"), "want a positive number of requests per second (leave it out for no limit), got %g", v.RateLimit)
+		v.RateLimit = 0
+	}
+	burstN := m.integer("rate_burst", &v.RateBurst, 1, 1_000_000)
+	if burstN != nil && v.RateLimit == 0 {
+		d.errorf(burstN, m.field("rate_burst"), "needs rate_limit: the burst is the number of requests allowed at once above the rate")
+	}
+	if v.RateLimit > 0 && v.RateBurst == 0 {
+		v.RateBurst = max(1, int(math.Ceil(v.RateLimit)))
+	}
 	am, _ := m.sub("auth")
 	d.vaultAuth(&am, &v.Auth)
 	m.done()
