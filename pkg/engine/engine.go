@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
+	"github.com/phase-sidecar/phase-sidecar/pkg/breaker"
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
@@ -56,11 +58,8 @@ type Options struct {
 	OnChange func(Change) // called from worker goroutines; must not block for long
 }
 
-// Backoff bounds for failed fetches and writes.
-const (
-	backoffBase = time.Second
-	backoffMax  = 5 * time.Minute
-)
+// backoffBase is the first retry's ceiling after a failed fetch or write.
+const backoffBase = time.Second
 
 // Engine keeps every configured secret in sync.
 type Engine struct {
@@ -75,6 +74,8 @@ type Engine struct {
 	byObj   map[string]*job   // object key → job, for watcher hints
 	targets map[string]*state // configured target → secret, fixed after New
 	claimed map[string]*state // file of an expansion → its secret; guarded by mu
+	// breakers hold every job of a failing remote source back, by kind.
+	breakers map[string]*breaker.Breaker
 
 	mu        sync.Mutex // guards the per-secret status and job scheduling fields
 	wake      chan struct{}
@@ -128,6 +129,7 @@ func New(o Options) (*Engine, error) {
 	}
 	e.jobs = plan(e.secrets)
 	setLeads(e.jobs, reloadLead(o.Config.Reload))
+	e.newBreakers()
 	for _, j := range e.jobs {
 		for _, ob := range j.objects {
 			e.byObj[ob.key] = j
@@ -335,13 +337,18 @@ func (e *Engine) units(jobs []*job) []unit {
 	return units
 }
 
-// runUnit runs one unit of work.
+// runUnit runs one unit of work, unless a breaker holds it back.
 func (e *Engine) runUnit(ctx context.Context, u unit, reschedule bool) {
-	if u.batch {
-		e.runBatch(ctx, u.jobs, reschedule)
+	ts, wait := e.gate(u)
+	if wait > 0 {
+		e.hold(u, wait, reschedule)
 		return
 	}
-	e.runJob(ctx, u.jobs[0], nil, reschedule)
+	if u.batch {
+		e.runBatch(ctx, u.jobs, ts, reschedule)
+		return
+	}
+	e.runJob(ctx, u.jobs[0], nil, ts, reschedule)
 }
 
 // dispatch starts the given jobs with at most cap(sem) units in flight. It
@@ -377,7 +384,7 @@ func (e *Engine) release(units []unit) {
 
 // runBatch reads the objects of single-object jobs of one source in one
 // batch call, then completes each job.
-func (e *Engine) runBatch(ctx context.Context, jobs []*job, reschedule bool) {
+func (e *Engine) runBatch(ctx context.Context, jobs []*job, ts tickets, reschedule bool) {
 	kind := jobs[0].objects[0].ref.Kind
 	b := e.srcs[kind].(sources.Batcher)
 	refs := make([]sources.Ref, len(jobs))
@@ -387,12 +394,17 @@ func (e *Engine) runBatch(ctx context.Context, jobs []*job, reschedule bool) {
 	start := e.now()
 	results := b.FetchBatch(ctx, refs)
 	e.observe(kind, start, firstErr(results))
+	objs := make([]object, len(jobs))
+	for i, j := range jobs {
+		objs[i] = j.objects[0]
+	}
+	e.record(ts, objs, results)
 	for i, j := range jobs {
 		r := sources.Result{Err: fmt.Errorf("%s: batch returned no result for %s", kind, refs[i])}
 		if i < len(results) {
 			r = results[i]
 		}
-		e.runJob(ctx, j, []sources.Result{r}, reschedule)
+		e.runJob(ctx, j, []sources.Result{r}, nil, reschedule)
 	}
 }
 
@@ -425,9 +437,10 @@ func (e *Engine) observe(kind string, start time.Time, err error) {
 
 // runJob fetches the job's objects (unless results are given), writes what
 // changed and schedules the next run.
-func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, reschedule bool) {
+func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, ts tickets, reschedule bool) {
 	if results == nil {
 		results = e.fetch(ctx, j)
+		e.record(ts, j.objects, results)
 	}
 	if ctx.Err() != nil && reschedule {
 		return // shutting down: nothing half-done is written
@@ -435,12 +448,14 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 	now := e.now()
 	objs := make(map[string]sources.Object, len(j.objects))
 	var fetchErr error
+	sourceErr := false // a failure of the source as a whole, not of one secret
 	for i, ob := range j.objects {
 		if err := results[i].Err; err != nil {
 			e.fetchFailed(j, ob, err)
 			if fetchErr == nil {
 				fetchErr = err
 			}
+			sourceErr = sourceErr || sources.SourceLevel(err)
 			continue
 		}
 		objs[ob.key] = withCertExpiry(ob.ref.Kind, results[i].Object)
@@ -569,12 +584,13 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, r
 	defer e.mu.Unlock()
 	if fetchErr != nil || writeErr {
 		j.attempt++
-		d := backoff(j.attempt, e.interval(j))
+		j.refreshed = false // spread the first refresh after recovery again
+		d := e.retryPolicy(j, sourceErr).Delay(j.attempt)
 		j.due = now.Add(d)
 		e.log.Debug("retry scheduled", "secret", j.secrets[0].cfg.Name, "attempt", j.attempt, "backoff", d.String())
 	} else {
 		j.attempt = 0
-		j.due = now.Add(jitter(e.interval(j)))
+		j.due = now.Add(e.nextRefresh(j))
 		for _, ob := range j.objects {
 			if o, ok := objs[ob.key]; ok && !o.RefreshAt.IsZero() && o.RefreshAt.Before(j.due) {
 				j.due = o.RefreshAt
@@ -664,12 +680,30 @@ func jitter(d time.Duration) time.Duration {
 	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
 }
 
-// backoff is exponential with full jitter, capped by backoffMax and by the
-// job's interval, and never below a tenth of the base.
-func backoff(attempt int, interval time.Duration) time.Duration {
-	ceil := backoffBase << min(attempt-1, 20)
-	ceil = min(ceil, backoffMax, max(interval, backoffBase))
-	return max(time.Duration(rand.Int64N(int64(ceil)+1)), backoffBase/10)
+// nextRefresh is the wait after a successful run of j (e.mu held). The
+// first refresh after a job's first success falls uniformly within the
+// splay fraction of its interval, so a fleet started together is spread
+// after one cycle; later ones keep ±10% jitter.
+func (e *Engine) nextRefresh(j *job) time.Duration {
+	iv := e.interval(j)
+	if j.refreshed || e.cfg.Splay <= 0 {
+		j.refreshed = true
+		return jitter(iv)
+	}
+	j.refreshed = true
+	return max(time.Duration(float64(iv)*(1-e.cfg.Splay*rand.Float64())), backoffBase/10)
+}
+
+// retryPolicy is the backoff after a failed run of j. A failure of the
+// whole source backs off exponentially up to the breaker's cap, whatever
+// the refresh interval: retrying sooner only adds load to a source that is
+// down. A per-secret failure (not found, denied, a bad value) is retried
+// within the interval, since the next refresh would come then anyway.
+func (e *Engine) retryPolicy(j *job, sourceErr bool) backoff.Policy {
+	if sourceErr {
+		return backoff.Policy{Base: backoffBase, Max: max(e.cfg.Breaker.Cap, backoffBase)}
+	}
+	return backoff.Policy{Base: backoffBase, Max: min(5*time.Minute, max(e.interval(j), backoffBase))}
 }
 
 // render turns a fetched object into the files of one secret.

@@ -40,6 +40,7 @@ func TestExpiryPolicy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, config.Secret{Name: "DB", Ref: testenv.Ref(t, "vault://database/creds/app#password"), Required: true, OnExpiry: tc.onExpiry})
 			f.cfg.Readiness = tc.readiness
+			f.cfg.Breaker.Threshold = 100 // this test is about expiry, not the breaker
 			start := time.Now()
 			clock := start
 			fail := false

@@ -46,29 +46,36 @@ func TestJitterBounds(t *testing.T) {
 	}
 }
 
-func TestBackoffFullJitterCapped(t *testing.T) {
+func TestRetryPolicy(t *testing.T) {
+	const capd = 5 * time.Minute
 	for _, tc := range []struct {
-		name     string
-		attempt  int
-		interval time.Duration
-		ceil     time.Duration // the largest value full jitter may draw
+		name      string
+		attempt   int
+		interval  time.Duration
+		sourceErr bool
+		ceil      time.Duration // the largest value full jitter may draw
 	}{
-		{"first retry", 1, time.Hour, backoffBase},
-		{"doubles", 2, time.Hour, 2 * backoffBase},
-		{"doubles again", 4, time.Hour, 8 * backoffBase},
-		{"capped by backoffMax", 12, time.Hour, backoffMax},
-		{"huge attempt stays capped", 1000, time.Hour, backoffMax},
-		{"capped by the refresh interval", 12, 30 * time.Second, 30 * time.Second},
-		{"interval below base still waits up to base", 5, 100 * time.Millisecond, backoffBase},
+		{"first retry", 1, time.Hour, false, backoffBase},
+		{"doubles", 2, time.Hour, false, 2 * backoffBase},
+		{"doubles again", 4, time.Hour, false, 8 * backoffBase},
+		{"capped at 5m", 12, time.Hour, false, 5 * time.Minute},
+		{"huge attempt stays capped", 1000, time.Hour, false, 5 * time.Minute},
+		{"per-secret error: capped by the refresh interval", 12, 30 * time.Second, false, 30 * time.Second},
+		{"interval below base still waits up to base", 5, 100 * time.Millisecond, false, backoffBase},
+		{"source down: not capped by the interval", 12, 10 * time.Second, true, capd},
+		{"source down: doubles from the base", 3, 10 * time.Second, true, 4 * backoffBase},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			e := &Engine{cfg: &config.Config{Refresh: tc.interval, Breaker: config.Breaker{Cap: capd}}}
+			j := &job{secrets: []*state{{cfg: &config.Secret{Refresh: tc.interval}}}}
+			p := e.retryPolicy(j, tc.sourceErr)
 			floor := backoffBase / 10
 			seen := map[time.Duration]bool{}
 			low, high := false, false
 			for range draws {
-				got := backoff(tc.attempt, tc.interval)
+				got := p.Delay(tc.attempt)
 				if got < floor || got > tc.ceil {
-					t.Fatalf("backoff(%d, %v) = %v, want within [%v, %v]", tc.attempt, tc.interval, got, floor, tc.ceil)
+					t.Fatalf("Delay(%d) = %v, want within [%v, %v]", tc.attempt, got, floor, tc.ceil)
 				}
 				seen[got] = true
 				// Full jitter draws from the whole of [0, ceil], not a band
@@ -77,12 +84,37 @@ func TestBackoffFullJitterCapped(t *testing.T) {
 				high = high || got >= tc.ceil*3/4
 			}
 			if len(seen) < 2 {
-				t.Fatalf("backoff(%d, %v) gave one value %d times: no jitter", tc.attempt, tc.interval, draws)
+				t.Fatalf("Delay(%d) gave one value %d times: no jitter", tc.attempt, draws)
 			}
 			if !low || !high {
-				t.Errorf("backoff(%d, %v) not spread over [0, %v] (reached low quarter %v, high quarter %v)", tc.attempt, tc.interval, tc.ceil, low, high)
+				t.Errorf("Delay(%d) not spread over [0, %v] (reached low quarter %v, high quarter %v)", tc.attempt, tc.ceil, low, high)
 			}
 		})
+	}
+}
+
+// TestSplayFirstRefresh: the first refresh after a job's first success
+// falls anywhere within splay × interval; later ones keep ±10% jitter.
+func TestSplayFirstRefresh(t *testing.T) {
+	const iv = 10 * time.Second
+	for _, splay := range []float64{1, 0.5} {
+		e := &Engine{cfg: &config.Config{Refresh: iv, Splay: splay}}
+		lo, hi := iv, time.Duration(0)
+		for range draws {
+			j := &job{secrets: []*state{{cfg: &config.Secret{Refresh: iv}}}}
+			d := e.nextRefresh(j)
+			lo, hi = min(lo, d), max(hi, d)
+			if later := e.nextRefresh(j); later < iv*9/10 || later > iv*11/10 {
+				t.Fatalf("splay %v: a later refresh %v outside ±10%% of %v", splay, later, iv)
+			}
+		}
+		wantLo := time.Duration(float64(iv) * (1 - splay))
+		if lo < wantLo || hi > iv {
+			t.Errorf("splay %v: first refreshes in [%v, %v], want within [%v, %v]", splay, lo, hi, wantLo, iv)
+		}
+		if spread := hi - lo; spread < time.Duration(float64(iv)*splay*0.9) {
+			t.Errorf("splay %v: first refreshes spread over %v only", splay, spread)
+		}
 	}
 }
 

@@ -41,10 +41,11 @@ func (s *state) labels() []string { return []string{s.cfg.Name, s.cfg.Ref.Kind} 
 
 // job scheduling fields, guarded by Engine.mu.
 type schedule struct {
-	due     time.Time
-	attempt int
-	running bool
-	hinted  bool
+	due       time.Time
+	attempt   int
+	running   bool
+	hinted    bool
+	refreshed bool // the first refresh after a success is scheduled (splay)
 }
 
 // fetchFailed records a failed fetch for every secret reading ob. The last

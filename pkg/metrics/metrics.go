@@ -26,6 +26,7 @@ type Metrics struct {
 	SourceRequestDuration *prometheus.HistogramVec // source
 	SourceUp              *prometheus.GaugeVec     // source
 	CredentialExpiry      *prometheus.GaugeVec     // source: Vault token, AWS credentials
+	SourceBreakerState    *prometheus.GaugeVec     // source: 0 closed, 1 open, 2 half-open
 
 	Reloads             *prometheus.CounterVec   // method, result
 	LastReloadSuccess   prometheus.Gauge         //
@@ -99,6 +100,10 @@ func New(reg prometheus.Registerer, version, revision string) *Metrics {
 			Help:    "Duration of reload notifications.",
 			Buckets: []float64{.0005, .001, .005, .01, .05, .1, .5, 1, 5, 30},
 		}, []string{"method"}),
+		SourceBreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "source_breaker_state",
+			Help: "State of the source's circuit breaker: 0 closed, 1 open (requests held back), 2 half-open (one probe in flight).",
+		}, []string{"source"}),
 		ReloadPendingChange: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Name: "reload_pending_changes",
 			Help: "Secrets changed on disk whose reload notification has not succeeded yet.",
@@ -115,7 +120,7 @@ func New(reg prometheus.Registerer, version, revision string) *Metrics {
 	reg.MustRegister(
 		m.SecretInfo, m.SecretLastSuccess, m.SecretLastChange, m.SecretFetchErrors,
 		m.SecretStale, m.SecretExpiry, m.SecretWriteErrors,
-		m.SourceRequests, m.SourceRequestDuration, m.SourceUp, m.CredentialExpiry,
+		m.SourceRequests, m.SourceRequestDuration, m.SourceUp, m.CredentialExpiry, m.SourceBreakerState,
 		m.Reloads, m.LastReloadSuccess, m.ReloadDuration, m.ReloadPendingChange,
 		m.Ready, m.BuildInfo,
 	)

@@ -136,6 +136,38 @@ var (
 	ErrUnavailable   = errors.New("source unavailable")
 )
 
+// RetryAfterError is an answer that said when to come back (an HTTP
+// Retry-After, a rate-limit quota's reset). The engine's circuit breaker
+// waits at least that long before its next probe.
+type RetryAfterError struct {
+	Err   error
+	After time.Duration
+}
+
+func (e *RetryAfterError) Error() string { return e.Err.Error() }
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// RetryAfter is the wait err asks for, or 0.
+func RetryAfter(err error) time.Duration {
+	var ra *RetryAfterError
+	if errors.As(err, &ra) {
+		return ra.After
+	}
+	return 0
+}
+
+// SourceLevel reports whether err says something about the source as a
+// whole (unreachable, timing out, failing, throttling) rather than about
+// one secret (not found, denied, too large): only these count against a
+// source's circuit breaker.
+func SourceLevel(err error) bool {
+	switch Reason(err) {
+	case "unavailable", "throttled", "timeout":
+		return !errors.Is(err, context.Canceled)
+	}
+	return false
+}
+
 // Reason classifies err into the bounded reason label of
 // phase_sidecar_secret_fetch_errors_total.
 func Reason(err error) string {
