@@ -1,0 +1,113 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+
+	"github.com/phase-sidecar/phase-sidecar/test/servers"
+)
+
+// AWS is moto serving Secrets Manager and SSM: a pod's even paths are
+// secrets (fleet/sI/pJ), its odd paths parameters (/fleet/sI/pJ). Pods use
+// static keys from the environment (credentials: default), so no STS or
+// IMDS request is part of the load.
+type AWS struct {
+	url string
+	sm  *secretsmanager.Client
+	ssm *ssm.Client
+}
+
+var _ Backend = (*AWS)(nil)
+
+const (
+	awsRegion    = "us-east-1"
+	awsKeyID     = "AKIAFLEET00000000001"
+	awsSecretKey = "fleet-secret-key"
+)
+
+// NewAWS starts moto with its log in dir.
+func NewAWS(t testing.TB, dir string) *AWS {
+	t.Helper()
+	url := servers.Moto(t, dir)
+	cfg := aws.Config{
+		Region:       awsRegion,
+		Credentials:  credentials.NewStaticCredentialsProvider(awsKeyID, awsSecretKey, ""),
+		BaseEndpoint: aws.String(url),
+	}
+	return &AWS{url: url, sm: secretsmanager.NewFromConfig(cfg), ssm: ssm.NewFromConfig(cfg)}
+}
+
+func (a *AWS) Name() string { return "aws" }
+
+func (a *AWS) URL() string { return a.url }
+
+func (a *AWS) Classes() []string { return []string{"sm", "ssm", "other"} }
+
+// Classify counts by the service in X-Amz-Target.
+func (a *AWS) Classify(r *http.Request) string {
+	switch target := r.Header.Get("X-Amz-Target"); {
+	case strings.HasPrefix(target, "secretsmanager."):
+		return "sm"
+	case strings.HasPrefix(target, "AmazonSSM."):
+		return "ssm"
+	default:
+		return "other"
+	}
+}
+
+func (a *AWS) name(i, j int) string { return fmt.Sprintf("fleet/s%d/p%d", i, j) }
+
+func (a *AWS) Ref(i, j int) string {
+	if j%2 == 0 {
+		return "aws-sm://" + a.name(i, j)
+	}
+	return "aws-ssm:///" + a.name(i, j)
+}
+
+// Put creates the secrets and parameters (gen 0) or writes a new version.
+func (a *AWS) Put(t testing.TB, n, paths, gen int) {
+	t.Helper()
+	parallel(t, n*paths, func(k int) error {
+		i, j := k/paths, k%paths
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		name, value := a.name(i, j), Value(i, j, gen)
+		var err error
+		switch {
+		case j%2 == 1:
+			_, err = a.ssm.PutParameter(ctx, &ssm.PutParameterInput{
+				Name: aws.String("/" + name), Value: aws.String(value), Type: ssmtypes.ParameterTypeSecureString, Overwrite: aws.Bool(gen > 0),
+			})
+		case gen == 0:
+			_, err = a.sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String(name), SecretString: aws.String(value)})
+		default:
+			_, err = a.sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: aws.String(name), SecretString: aws.String(value)})
+		}
+		return err
+	})
+}
+
+func (a *AWS) Sources(string) string {
+	return "sources:\n  aws:\n    region: " + awsRegion + "\n    credentials: default\n"
+}
+
+func (a *AWS) Env(proxyURL string) []string {
+	return []string{
+		"AWS_REGION=" + awsRegion,
+		"AWS_ENDPOINT_URL=" + proxyURL,
+		"AWS_ACCESS_KEY_ID=" + awsKeyID,
+		"AWS_SECRET_ACCESS_KEY=" + awsSecretKey,
+		"AWS_CONFIG_FILE=/dev/null",
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+	}
+}

@@ -1,0 +1,156 @@
+package fleet
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Fault is how the proxy answers instead of forwarding.
+type Fault int32
+
+const (
+	None        Fault = iota // forward every request
+	Unavailable              // HTTP 503, as a sealed Vault or an AWS outage answers
+	RateLimited              // HTTP 429 with Retry-After, as a Vault rate-limit quota answers
+	Throttled                // HTTP 400 ThrottlingException, as AWS throttles
+	Drop                     // close the connection with a reset, no answer
+)
+
+var faultNames = map[Fault]string{None: "none", Unavailable: "503", RateLimited: "429", Throttled: "throttle", Drop: "drop"}
+
+func (f Fault) String() string {
+	if s, ok := faultNames[f]; ok {
+		return s
+	}
+	return "fault(" + strconv.Itoa(int(f)) + ")"
+}
+
+// ParseFault is the inverse of Fault.String.
+func ParseFault(s string) (Fault, error) {
+	for f, name := range faultNames {
+		if name == s {
+			return f, nil
+		}
+	}
+	return None, fmt.Errorf("fleet: unknown fault %q (want 503, 429, throttle, drop or none)", s)
+}
+
+// Classifier names the class a request is counted in.
+type Classifier func(*http.Request) string
+
+// Proxy is a reverse proxy on 127.0.0.1 in front of one backend: it counts
+// every request that arrives, per second and per class, and forwards it or
+// answers with the current fault.
+type Proxy struct {
+	URL        string        // http://127.0.0.1:PORT
+	RetryAfter time.Duration // the Retry-After of RateLimited answers; set before use
+
+	counts *Counts
+	rp     *httputil.ReverseProxy
+	fault  atomic.Int32
+}
+
+// NewProxy starts a proxy to target that counts into c; t's cleanup stops
+// it.
+func NewProxy(t testing.TB, target string, c *Counts) *Proxy {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{counts: c, RetryAfter: 5 * time.Second}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(u)
+			// AWS signs the Host header; forward it as the client sent it.
+			r.Out.Host = r.In.Host
+		},
+		// A fleet keeps hundreds of connections to the backend alive.
+		Transport: &http.Transport{
+			MaxIdleConns:        4096,
+			MaxIdleConnsPerHost: 4096,
+			IdleConnTimeout:     90 * time.Second,
+		},
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.URL = "http://" + l.Addr().String()
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return p
+}
+
+// SetFault changes how requests are answered from now on.
+func (p *Proxy) SetFault(f Fault) { p.fault.Store(int32(f)) }
+
+// Fault is the current fault.
+func (p *Proxy) Fault() Fault { return Fault(p.fault.Load()) }
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.counts.Add(time.Now(), r)
+	f := p.Fault()
+	// AWS's JSON protocol names the operation in X-Amz-Target; its errors
+	// are JSON with __type. Vault answers {"errors": [...]}.
+	aws := r.Header.Get("X-Amz-Target") != ""
+	switch f {
+	case None:
+		p.rp.ServeHTTP(w, r)
+	case Unavailable:
+		if aws {
+			awsError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "Service is unavailable")
+		} else {
+			vaultError(w, http.StatusServiceUnavailable, "Vault is sealed")
+		}
+	case RateLimited:
+		w.Header().Set("Retry-After", strconv.Itoa(int(p.RetryAfter.Round(time.Second)/time.Second)))
+		if aws {
+			awsError(w, http.StatusTooManyRequests, "TooManyRequestsException", "Rate exceeded")
+		} else {
+			vaultError(w, http.StatusTooManyRequests, fmt.Sprintf("request path %q: rate limit quota exceeded", strings.TrimPrefix(r.URL.Path, "/v1/")))
+		}
+	case Throttled:
+		awsError(w, http.StatusBadRequest, "ThrottlingException", "Rate exceeded")
+	case Drop:
+		drop(w)
+	}
+}
+
+func vaultError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "{\"errors\":[%q]}\n", msg)
+}
+
+func awsError(w http.ResponseWriter, code int, typ, msg string) {
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.Header().Set("X-Amzn-Errortype", typ)
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "{\"__type\":%q,\"message\":%q}", typ, msg)
+}
+
+// drop resets the client's connection: SO_LINGER 0, then close.
+func drop(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
+}
