@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/hashicorp/vault/api"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -122,7 +122,7 @@ func (a *auth) ensure(ctx context.Context) (int, error) {
 	if err := a.loginLocked(ctx); err != nil {
 		if ctx.Err() == nil {
 			a.failures++
-			a.retryAt = now.Add(backoff(a.failures))
+			a.retryAt = now.Add(backoffAfter(a.failures))
 			a.lastErr = err
 		}
 		return 0, err
@@ -529,7 +529,7 @@ func (a *auth) renew(ctx context.Context, gen int, tok token) {
 		a.mu.Lock()
 		if a.gen == gen {
 			a.failures++
-			a.tok.refreshAt = now.Add(backoff(a.failures))
+			a.tok.refreshAt = now.Add(backoffAfter(a.failures))
 			if !a.tok.expiry.IsZero() && a.tok.refreshAt.After(a.tok.expiry) {
 				a.tok.refreshAt = a.tok.expiry
 			}
@@ -551,10 +551,9 @@ func (a *auth) renew(ctx context.Context, gen int, tok token) {
 	a.event("renew")
 }
 
-// backoff is the wait after n consecutive failures: exponential from 500ms,
-// capped at one minute, with full jitter.
-func backoff(n int) time.Duration {
-	d := 500 * time.Millisecond << min(n-1, 7)
-	d = min(d, time.Minute)
-	return d/2 + rand.N(d/2+1)
-}
+// loginBackoff is the wait after n consecutive failed logins or renewals:
+// exponential from 500ms to one minute, with equal jitter, because one
+// gate holds every fetch back until it has passed.
+var loginBackoff = backoff.Policy{Base: 500 * time.Millisecond, Max: time.Minute, Jitter: backoff.Equal}
+
+func backoffAfter(n int) time.Duration { return loginBackoff.Delay(n) }

@@ -38,7 +38,7 @@ func (s *Source) callGen(ctx context.Context, verb, p string, do func(*api.Clien
 			s.log.Info("token rejected; logging in again", "path", p)
 			continue
 		}
-		return nil, gen, classify(verb, p, err)
+		return nil, gen, s.withRetryAfter(classify(verb, p, err))
 	}
 }
 

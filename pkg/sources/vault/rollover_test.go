@@ -8,6 +8,7 @@ import (
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+	"github.com/phase-sidecar/phase-sidecar/test/servers"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
 
@@ -182,5 +183,55 @@ func TestCappedLeaseReplacedWithRoom(t *testing.T) {
 	room := renewed.Expiry.Sub(renewed.RefreshAt)
 	if want := time.Second + renewed.Expiry.Sub(clk.now())/10; room < want-50*time.Millisecond {
 		t.Errorf("refetch %v before the end, want at least the lead %v", room, want)
+	}
+}
+
+// TestRateLimitQuotaRetryAfter: a Vault rate-limit quota answers 429 with
+// Retry-After; the error is throttled (source-level, for the engine's
+// breaker) and carries the wait.
+func TestRateLimitQuotaRetryAfter(t *testing.T) {
+	d := ownVaultDev(t, servers.VaultOptions{})
+	mount := unique("kv")
+	d.enable(t, mount, "kv", map[string]string{"version": "1"})
+	d.write(t, mount+"/app", map[string]any{"k": "v"})
+	d.write(t, "sys/quotas/rate-limit/"+unique("q"), map[string]any{"path": mount + "/", "rate": 1, "interval": "30s", "block_interval": "30s"})
+	s := newSource(t, d, config.Vault{}, Options{})
+	ref := testenv.Ref(t, "vault://"+mount+"/app#k")
+	var err error
+	for range 5 {
+		if _, err = s.Fetch(context.Background(), ref); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		t.Fatal("the quota never answered 429")
+	}
+	if sources.Reason(err) != "throttled" || !sources.SourceLevel(err) {
+		t.Errorf("err = %v (reason %s), want throttled", err, sources.Reason(err))
+	}
+	if ra := sources.RetryAfter(err); ra <= 0 || ra > 31*time.Second {
+		t.Errorf("Retry-After = %v, want the quota's block interval (≤ 30s)", ra)
+	}
+}
+
+// TestClientRateLimit: sources.vault.rate_limit spaces every request,
+// logins included: 6 requests at 2/s with a burst of 1 take at least 2.5 s
+// (a lower bound only; a slow machine cannot make it fail).
+func TestClientRateLimit(t *testing.T) {
+	d := vaultDev(t)
+	mount := unique("kv")
+	d.enable(t, mount, "kv", map[string]string{"version": "1"})
+	d.write(t, mount+"/app", map[string]any{"k": "v"})
+	s := newSource(t, d, config.Vault{RateLimit: 2, RateBurst: 1, KVVersion: 1}, Options{})
+	c := countRequests(s)
+	ref := testenv.Ref(t, "vault://"+mount+"/app#k")
+	start := time.Now()
+	for c.total.Load() < 6 {
+		if _, err := s.Fetch(context.Background(), ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if el := time.Since(start); el < 2500*time.Millisecond {
+		t.Errorf("%d requests in %v at 2/s, burst 1", c.total.Load(), el)
 	}
 }

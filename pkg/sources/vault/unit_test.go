@@ -54,10 +54,10 @@ func TestClassify(t *testing.T) {
 
 func TestBackoff(t *testing.T) {
 	for n := 1; n < 20; n++ {
-		d := backoff(n)
+		d := backoffAfter(n)
 		ceil := min(500*time.Millisecond<<min(n-1, 7), time.Minute)
 		if d < ceil/2 || d > ceil {
-			t.Errorf("backoff(%d) = %v, want within [%v, %v]", n, d, ceil/2, ceil)
+			t.Errorf("backoffAfter(%d) = %v, want within [%v, %v]", n, d, ceil/2, ceil)
 		}
 	}
 }

@@ -60,6 +60,7 @@ type Source struct {
 	now     func() time.Time
 	client  *api.Client
 	http    *http.Client // the client's transport, wrapped by tests
+	tr      *transport   // rate limit, Retry-After
 	auth    *auth
 
 	mu         sync.Mutex
@@ -139,6 +140,10 @@ func New(cfg config.Vault, o Options) (*Source, error) {
 			return nil, fmt.Errorf("vault: tls (check ca_cert, client_cert, client_key): %w", err)
 		}
 	}
+	// Under the client: the rate limit and Retry-After (after ConfigureTLS,
+	// which edits the *http.Transport).
+	tr := &transport{next: hc.Transport, limiter: limiterFor(cfg.RateLimit, cfg.RateBurst)}
+	hc.Transport = tr
 	client, err := api.NewClient(ac)
 	if err != nil {
 		return nil, fmt.Errorf("vault: client for %q: %w", cfg.Address, err)
@@ -159,6 +164,7 @@ func New(cfg config.Vault, o Options) (*Source, error) {
 		now:     o.Now,
 		client:  client,
 		http:    hc,
+		tr:      tr,
 		mounts:  map[string]mount{},
 		leased:  map[string]*leased{},
 
