@@ -301,6 +301,8 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 	if v := m.str("renew_margin", &margin); v != nil {
 		if mg, msg := parseMargin(margin); msg != "" {
 			d.errorf(v, path+".renew_margin", "%s", msg)
+		} else if life, ok := knownLifetime(s.Ref); ok && refN != nil && mg.Fixed >= life {
+			d.errorf(v, path+".renew_margin", "renew_margin %s is not shorter than the certificate's ttl %s: it could never be met; use a shorter margin or a percentage such as \"20%%\"", margin, life)
 		} else {
 			s.RenewMargin = mg
 		}
@@ -369,6 +371,16 @@ func parseMargin(s string) (Margin, string) {
 		return Margin{}, fmt.Sprintf("want a positive duration (such as \"5m\") or a percentage of the lifetime (such as \"10%%\"), got %q", s)
 	}
 	return Margin{Fixed: d}, ""
+}
+
+// knownLifetime is the lifetime a ref states itself: the ttl of a PKI
+// issue ref.
+func knownLifetime(r sources.Ref) (time.Duration, bool) {
+	if !r.IsPKIIssue() {
+		return 0, false
+	}
+	d, err := time.ParseDuration(r.Param("ttl"))
+	return d, err == nil && d > 0
 }
 
 // mayExpire reports whether values of r can carry an expiry: Vault (leases,

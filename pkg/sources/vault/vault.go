@@ -334,6 +334,7 @@ func (s *Source) readLogical(ctx context.Context, ref sources.Ref) (sources.Obje
 	l = &leased{obj: obj, ref: ref, gen: gen, leaseID: sec.LeaseID, renewable: sec.Renewable, duration: dur}
 	l.obj.Expiry = now.Add(dur)
 	l.obj.RefreshAt = now.Add(ref.Lead.RefreshAfter(dur))
+	s.warnLead(ref, dur)
 	s.mu.Lock()
 	s.leased[key] = l
 	s.addLead(ref.Lead)
@@ -341,6 +342,15 @@ func (s *Source) readLogical(ctx context.Context, ref sources.Ref) (sources.Obje
 	s.log.Info("new lease", "path", ref.Path, "version", obj.Version, "duration_seconds", dur.Seconds(),
 		"refresh_in_seconds", l.obj.RefreshAt.Sub(now).Seconds())
 	return l.obj, nil
+}
+
+// warnLead warns when a value lives shorter than the room its replacement
+// needs (the reload's time plus renew_margin): the app will see it expire.
+func (s *Source) warnLead(ref sources.Ref, life time.Duration) {
+	if lead := ref.Lead.Of(life); lead >= life {
+		s.log.Warn("the value lives shorter than the lead its replacement needs (reload coalesce and timeout, plus renew_margin); it is fetched again at a tenth of its lifetime, but the app may see it expire: lengthen the TTL or shorten renew_margin",
+			"path", ref.Path, "duration_seconds", life.Seconds(), "backoff", lead.String())
+	}
 }
 
 // addLead widens s.lead to cover l. s.mu is held.
@@ -556,6 +566,7 @@ func (s *Source) issue(ctx context.Context, ref sources.Ref) (sources.Object, er
 	}
 	now := s.now()
 	obj.RefreshAt = now.Add(ref.Lead.RefreshAfter(cert.NotAfter.Sub(now)))
+	s.warnLead(ref, cert.NotAfter.Sub(now))
 	s.mu.Lock()
 	s.leased[key] = &leased{obj: obj, ref: ref}
 	s.mu.Unlock()
