@@ -16,13 +16,13 @@ import (
 // benchDir is a fresh directory on tmpfs where there is one (/dev/shm), as
 // Kubernetes secret volumes and /run/secrets are; on a disk, ext4 flushes on
 // close after a truncate and the numbers measure the disk.
-func benchDir(b *testing.B) string {
-	b.Helper()
+func benchDir(tb testing.TB) string {
+	tb.Helper()
 	dir, err := os.MkdirTemp("/dev/shm", "phase-sidecar-bench-")
 	if err != nil {
-		return b.TempDir()
+		return tb.TempDir()
 	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
+	tb.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
 
@@ -67,6 +67,36 @@ func BenchmarkFetchDir100(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFetchBundle reads a certificate and key from a kubelet volume:
+// as one group, and one by one as the engine did before FetchGroup.
+func BenchmarkFetchBundle(b *testing.B) {
+	dir := benchDir(b)
+	kubeletWrite(b, dir, map[string]string{"tls.crt": fmt.Sprintf("%01500d", 1), "tls.key": fmt.Sprintf("%0240d", 1)})
+	s := New(Options{})
+	refs := []sources.Ref{fileRef(dir + "/tls.crt"), fileRef(dir + "/tls.key")}
+	ctx := context.Background()
+	b.Run("group", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, r := range s.FetchGroup(ctx, refs) {
+				if r.Err != nil {
+					b.Fatal(r.Err)
+				}
+			}
+		}
+	})
+	b.Run("one-by-one", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, r := range refs {
+				if _, err := s.Fetch(ctx, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
 }
 
 // BenchmarkWakeLatency measures change on disk → wake, reported as p50 and

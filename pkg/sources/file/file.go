@@ -24,6 +24,16 @@
 // once ..data has moved on), so a directory object never mixes two
 // generations or misses files; an overlapped read is retried on the new one.
 //
+// FetchGroup reads the members of a bundle the same way when they share a
+// swapped directory: the files of one kubelet volume (tls.crt ->
+// ..data/tls.crt), the files under a directory symlink replaced whole
+// (current -> releases/N, app.pem -> current/app.pem), and such a directory
+// itself as a directory ref. Each group resolves that directory once, opens
+// every member under the one generation it resolved to, and counts only if
+// the directory still resolves there afterwards, so a bundle never pairs a
+// certificate of one generation with a key of the next. Refs outside such a
+// layout are read one by one, as Fetch reads them.
+//
 // Files larger than Options.MaxSize are refused; at most MaxSize+1 bytes are
 // ever read. Errors name the path, never content, and wrap sources.ErrNotFound,
 // sources.ErrPermission or sources.ErrTooLarge so the engine can classify them.
@@ -71,13 +81,15 @@ type Source struct {
 	logger  *slog.Logger
 
 	// Test hooks, nil in production.
-	settle    time.Duration // coalescing window of Watch; zero means defaultSettle
-	onWatched func()        // called once Watch has set up its initial watches
+	settle      time.Duration // coalescing window of Watch; zero means defaultSettle
+	onWatched   func()        // called once Watch has set up its initial watches
+	onGroupRead func()        // called after a group's members are read, before the check
 }
 
 var (
 	_ sources.Source  = (*Source)(nil)
 	_ sources.Watcher = (*Source)(nil)
+	_ sources.Grouper = (*Source)(nil)
 )
 
 // New returns a file source.
@@ -117,27 +129,34 @@ func (s *Source) Fetch(ctx context.Context, ref sources.Ref) (sources.Object, er
 	if err != nil {
 		return sources.Object{}, fail("open", path, err)
 	}
+	o, isDir, err := s.readFile(f, path)
+	if isDir {
+		return s.fetchDir(ctx, path)
+	}
+	return o, err
+}
+
+// readFile reads f, opened at path, as one object and closes it. isDir
+// reports a directory, which the caller reads its own way.
+func (s *Source) readFile(f *os.File, path string) (o sources.Object, isDir bool, err error) {
+	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return sources.Object{}, fail("stat", path, err)
+		return sources.Object{}, false, fail("stat", path, err)
 	}
 	switch {
 	case fi.Mode().IsRegular():
 		b, err := s.readStable(f, fi, path)
-		f.Close()
 		if err != nil {
-			return sources.Object{}, err
+			return sources.Object{}, false, err
 		}
 		o := sources.Object{Value: secret.New(b), Version: sources.ShortHash(sha256.Sum256(b))}
 		clear(b) // secret.New copied it; leave no stray plaintext for the GC
-		return o, nil
+		return o, false, nil
 	case fi.IsDir():
-		f.Close()
-		return s.fetchDir(ctx, path)
+		return sources.Object{}, true, nil
 	default:
-		f.Close()
-		return sources.Object{}, fmt.Errorf("file: read %q: not a regular file or directory (%s)", path, fi.Mode().Type())
+		return sources.Object{}, false, fmt.Errorf("file: read %q: not a regular file or directory (%s)", path, fi.Mode().Type())
 	}
 }
 
