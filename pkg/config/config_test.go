@@ -290,7 +290,7 @@ func TestParseDefaults(t *testing.T) {
 			{Name: "Db_Password", Ref: testenv.Ref(t, "vault://secret/db#password"), File: "db_password", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, RenewMargin: Margin{Fraction: 0.1}, OnExpiry: "keep", Pos: Pos{3, 5}, RefPos: Pos{3, 30}},
 			{Name: "KEY", Ref: testenv.Ref(t, "aws-sm://k"), File: "key", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, RenewMargin: Margin{Fraction: 0.1}, OnExpiry: "keep", Pos: Pos{4, 5}, RefPos: Pos{4, 22}},
 		},
-		Reload: Reload{Coalesce: time.Second, MaxWait: 10 * time.Second,
+		Reload: Reload{Coalesce: time.Second, MaxWait: 10 * time.Second, OnInitialSync: "auto",
 			Supervise: Supervise{Signal: "SIGHUP", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second}},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -360,7 +360,7 @@ reload:
 	if got := c.TargetPath(key); got != "/run/s/tls/tls.key" {
 		t.Errorf("TargetPath = %q", got)
 	}
-	if s := c.Reload.Signal; s == nil || s.Name != "SIGUSR1" || s.PIDFile != "/run/app.pid" || !c.Reload.OnInitialSync {
+	if s := c.Reload.Signal; s == nil || s.Name != "SIGUSR1" || s.PIDFile != "/run/app.pid" || c.Reload.OnInitialSync != InitialAlways {
 		t.Errorf("Reload = %+v", c.Reload)
 	}
 	if got := c.Kinds(); !slices.Equal(got, []string{sources.File}) {
@@ -459,5 +459,21 @@ func TestSyntaxHintPlacement(t *testing.T) {
 	_, err := Parse("x.yaml", []byte("# éé\na:\tb: c\n"))
 	if err == nil || strings.Contains(err.Error(), "tab") {
 		t.Fatalf("err = %v, want no tab hint", err)
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	c, err := Parse("x.yaml", []byte("output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\"}]\nreload: {signal: {name: SIGTERM, process: rqworker}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.HasPrefix(c.Warnings[0].Error(), "x.yaml:3:43: reload.signal.process: ") || !strings.Contains(c.Warnings[0].Error(), `such as "manage.py rqworker"`) {
+		t.Errorf("warnings = %v", c.Warnings)
+	}
+	for in, want := range map[string]string{"true": InitialAlways, "false": InitialAuto, "never": InitialNever, "auto": InitialAuto} {
+		c, err := Parse("x.yaml", []byte("output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\"}]\nreload: {on_initial_sync: "+in+"}\n"))
+		if err != nil || c.Reload.OnInitialSync != want {
+			t.Errorf("on_initial_sync %s: %v, %v; want %s", in, c, err, want)
+		}
 	}
 }

@@ -40,6 +40,9 @@ const (
 type decoder struct {
 	file string
 	errs Errors
+	// warns are problems that do not stop the sidecar but likely surprise
+	// the user; validate prints them.
+	warns Errors
 	// keys, when non-nil, records every key the decoder asks for, by its
 	// normalized path ("secrets[].ref"), and the decoder walks absent
 	// sections too. Used to generate the JSON Schema and to test the docs.
@@ -47,6 +50,18 @@ type decoder struct {
 }
 
 func (d *decoder) recording() bool { return d.keys != nil }
+
+// warnf records a warning at node n.
+func (d *decoder) warnf(n *yaml.Node, field, format string, args ...any) {
+	if d.recording() {
+		return
+	}
+	e := &Error{File: d.file, Field: field, Msg: fmt.Sprintf(format, args...)}
+	if n != nil {
+		e.Line, e.Column = n.Line, n.Column
+	}
+	d.warns = append(d.warns, e)
+}
 
 // errorf records a problem at node n (which may be nil: no position).
 func (d *decoder) errorf(n *yaml.Node, field, format string, args ...any) {

@@ -59,6 +59,8 @@ func ParseWith(name string, data []byte, o Options) (*Config, error) {
 		return nil, d.errs
 	}
 	c.Path = name
+	d.warns.sort()
+	c.Warnings = d.warns
 	return c, nil
 }
 

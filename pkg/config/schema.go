@@ -125,7 +125,7 @@ var fields = map[string]field{
 	"reload.supervise.stop_timeout": {desc: "Time the child has to stop before SIGKILL.", def: "10s"},
 	"reload.coalesce":               {desc: "Quiet time that groups changes into one reload.", def: "1s"},
 	"reload.max_wait":               {desc: "Longest a change waits for its reload; >= coalesce.", def: "10s"},
-	"reload.on_initial_sync":        {desc: "Also reload after the first sync.", def: false},
+	"reload.on_initial_sync":        {desc: "auto: tell the app after the first sync only when it is already running (pid file alive or a matching process); always; never. true and false mean always and auto.", def: InitialAuto, enum: []string{InitialAuto, InitialAlways, InitialNever}},
 }
 
 // constraints across the keys of one mapping.

@@ -10,10 +10,13 @@ import (
 // Config is the validated configuration, with every default applied. The
 // rest of the program sees only these plain structs.
 type Config struct {
-	Path    string // the file it was loaded from
-	Output  Output
-	Listen  string        // default ":9102"
-	Refresh time.Duration // default 1m: the interval for static values
+	Path string // the file it was loaded from
+	// Warnings are problems that do not stop the sidecar (validate prints
+	// them), with positions.
+	Warnings Errors
+	Output   Output
+	Listen   string        // default ":9102"
+	Refresh  time.Duration // default 1m: the interval for static values
 	// MaxStale is how long after the last successful sync a secret counts as
 	// stale; 0 means 3× its refresh interval.
 	MaxStale    time.Duration
@@ -170,14 +173,23 @@ type AssumeRole struct {
 // Signal, HTTP, Exec is set. Supervise holds the settings used when the
 // command line names an app to supervise (run … -- APP ARGS).
 type Reload struct {
-	Signal        *Signal
-	HTTP          *HTTP
-	Exec          *Exec
-	Supervise     Supervise
-	Coalesce      time.Duration // default 1s
-	MaxWait       time.Duration // cap on the total coalescing wait; default 10s
-	OnInitialSync bool          // default false: the first sync does not notify
+	Signal    *Signal
+	HTTP      *HTTP
+	Exec      *Exec
+	Supervise Supervise
+	Coalesce  time.Duration // default 1s
+	MaxWait   time.Duration // cap on the total coalescing wait; default 10s
+	// OnInitialSync: "auto" (default: the first sync notifies only an app
+	// that is already running), "always", "never".
+	OnInitialSync string
 }
+
+// Initial-sync policies of reload.on_initial_sync.
+const (
+	InitialAuto   = "auto"
+	InitialAlways = "always"
+	InitialNever  = "never"
+)
 
 // Signal sends a signal to a process found by pid file or by name.
 type Signal struct {

@@ -724,8 +724,30 @@ func (d *decoder) reload(m *mapping, r *Reload) {
 		}
 		d.errorf(at, "reload.max_wait", "want max_wait (%s) >= coalesce (%s)", r.MaxWait, r.Coalesce)
 	}
-	m.boolean("on_initial_sync", &r.OnInitialSync)
+	r.OnInitialSync = InitialAuto
+	if v := m.scalar("on_initial_sync", kString, "auto, always or never"); v != nil {
+		switch val := strings.ToLower(v.Value); {
+		case v.ShortTag() == "!!bool" && val == "true":
+			r.OnInitialSync = InitialAlways // the old boolean: true meant always
+		case v.ShortTag() == "!!bool" && val == "false":
+			r.OnInitialSync = InitialAuto
+		case v.Value == InitialAuto || v.Value == InitialAlways || v.Value == InitialNever:
+			r.OnInitialSync = v.Value
+		default:
+			d.errorf(v, "reload.on_initial_sync", "want auto (tell the app after the first sync only when it is already running), always or never (true and false still mean always and auto), got %q", v.Value)
+		}
+	}
 	m.done()
+}
+
+// interpreterScript reports whether a process pattern is a bare script or
+// subcommand name that only an interpreter's command line holds.
+func interpreterScript(p string) bool {
+	switch strings.ToLower(strings.TrimSpace(p)) {
+	case "rqworker", "celery", "manage.py", "worker", "runserver", "server.js", "index.js", "app.py", "main.py", "wsgi.py", "rq":
+		return true
+	}
+	return strings.HasSuffix(p, ".py") || strings.HasSuffix(p, ".js") || strings.HasSuffix(p, ".rb")
 }
 
 // signalName reads a signal name, normalised to its SIG… form.
@@ -756,6 +778,9 @@ func (d *decoder) signal(m *mapping) *Signal {
 	pidN := m.absPath("pid_file", &s.PIDFile)
 	procN := m.str("process", &s.Process)
 	m.done()
+	if procN != nil && interpreterScript(s.Process) {
+		d.warnf(procN, m.field("process"), "process %q is a script run by an interpreter (python, node, …): its process name is the interpreter's, so only the command line can match it; say what the command line holds, such as \"manage.py rqworker\" or \"celery worker\"", s.Process)
+	}
 	switch {
 	case !m.present("pid_file") && !m.present("process") && m.n != nil:
 		d.errorf(m.n, m.path, "set pid_file (a file holding the app's pid) or process (the app's executable name)")

@@ -130,7 +130,7 @@ func New(cfg config.Reload, o Options) (*Reloader, error) {
 		method:        o.Method,
 		coalesce:      cfg.Coalesce,
 		maxWait:       cfg.MaxWait,
-		onInitialSync: cfg.OnInitialSync,
+		onInitialSync: cfg.OnInitialSync == config.InitialAlways,
 		exclude:       make(map[string]bool, len(o.Exclude)),
 		retry:         backoff.Policy{Base: o.RetryMin, Max: o.RetryMax, Jitter: backoff.Equal},
 		logger:        logger,

@@ -130,7 +130,7 @@ func TestCoalesce(t *testing.T) {
 		},
 		{
 			name: "unless on_initial_sync is set",
-			cfg:  config.Reload{Coalesce: 200 * time.Millisecond, OnInitialSync: true},
+			cfg:  config.Reload{Coalesce: 200 * time.Millisecond, OnInitialSync: config.InitialAlways},
 			changes: []struct {
 				names   []string
 				initial bool
