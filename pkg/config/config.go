@@ -26,6 +26,20 @@ func (c *Config) Kinds() []string {
 	return kinds
 }
 
+// IsTemplate reports whether the secret is rendered from a template.
+func (s Secret) IsTemplate() bool { return s.Template != "" || s.TemplateFile != "" }
+
+// Source is the secret's source label: the ref's kind, or "template".
+func (s Secret) Source() string {
+	if s.IsTemplate() {
+		return Template
+	}
+	return s.Ref.Kind
+}
+
+// Template is the source label of rendered secrets.
+const Template = "template"
+
 // Target is the secret's file relative to the output directory: File, or
 // Bundle/File for a bundle member.
 func (s Secret) Target() string {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"io/fs"
+	"bytes"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -287,8 +288,8 @@ func TestParseDefaults(t *testing.T) {
 			AWS:   &AWS{Credentials: "imds"},
 		},
 		Secrets: []Secret{
-			{Name: "Db_Password", Ref: testenv.Ref(t, "vault://secret/db#password"), File: "db_password", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, RenewMargin: Margin{Fraction: 0.1}, OnExpiry: "keep", Pos: Pos{3, 5}, RefPos: Pos{3, 30}},
-			{Name: "KEY", Ref: testenv.Ref(t, "aws-sm://k"), File: "key", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, RenewMargin: Margin{Fraction: 0.1}, OnExpiry: "keep", Pos: Pos{4, 5}, RefPos: Pos{4, 22}},
+			{Name: "Db_Password", Ref: testenv.Ref(t, "vault://secret/db#password"), File: "db_password", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Write: true, RenewMargin: Margin{Fraction: 0.1}, OnExpiry: "keep", Pos: Pos{3, 5}, RefPos: Pos{3, 30}},
+			{Name: "KEY", Ref: testenv.Ref(t, "aws-sm://k"), File: "key", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Write: true, RenewMargin: Margin{Fraction: 0.1}, OnExpiry: "keep", Pos: Pos{4, 5}, RefPos: Pos{4, 22}},
 		},
 		Reload: Reload{Coalesce: time.Second, MaxWait: 10 * time.Second, OnInitialSync: "auto",
 			Supervise: Supervise{Signal: "SIGHUP", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second}},
@@ -476,4 +477,63 @@ func TestWarnings(t *testing.T) {
 			t.Errorf("on_initial_sync %s: %v, %v; want %s", in, c, err, want)
 		}
 	}
+}
+
+func TestTemplates(t *testing.T) {
+	dir := t.TempDir()
+	tf := filepath.Join(dir, "url.tmpl")
+	if err := os.WriteFile(tf, []byte("postgres://{{ secret \"U\" }}@db\n{{ nosuch }}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.tmpl")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("x"), 2048), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	head := "output: {dir: /a}\nsecrets:\n- {name: U, ref: \"vault://db/creds/app#username\", write: false}\n"
+	for _, tc := range []struct{ name, yaml, wantPrefix, want string }{
+		{"ref and template", head + "- {name: URL, ref: \"file:///a\", template: \"{{ secret \\\"U\\\" }}\"}\n", "4:20: secrets[1].ref: ", "a secret has a ref or a template, not both"},
+		{"template and template_file", head + "- {name: URL, template: \"{{ secret \\\"U\\\" }}\", template_file: " + tf + "}\n", "4:62: secrets[1].template_file: ", "set template or template_file, not both"},
+		{"neither", head + "- {name: URL}\n", "4:3: secrets[1].ref: ", "(or a template: rendered from other secrets)"},
+		{"unreadable template_file", head + "- {name: URL, template_file: /nonexistent/t}\n", "4:30: secrets[1].template_file: ", `cannot read template_file "/nonexistent/t"`},
+		{"template_file over max_file_size", "max_file_size: 1024\n" + head + "- {name: URL, template_file: " + big + "}\n", "5:30: secrets[1].template_file: ", "larger than max_file_size (1024 bytes)"},
+		{"unknown function in template_file", head + "- {name: URL, template_file: " + tf + "}\n", tf + ":2:1: secrets[1].template_file: ", `secret URL: template: function "nosuch" not defined`},
+		{"unknown secret, inline", head + "- {name: URL, template: \"x {{ secret \\\"NOPE\\\" }}\"}\n", "4:31: secrets[1].template: ", `secret URL: template: secret "NOPE" is not configured`},
+		{"unknown secret, block", head + "- name: URL\n  template: |\n    line one\n    {{ secret \"U\" }} {{ secret \"NOPE\" }}\n", "7:25: secrets[1].template: ", `secret "NOPE" is not configured`},
+		{"cycle", head + "- {name: A, template: \"{{ secret \\\"B\\\" }}{{ secret \\\"U\\\" }}\"}\n- {name: B, template: \"{{ secret \\\"A\\\" }}\"}\n", "4:23: secrets[1].template: ", "templates read each other in a cycle (A → B → A)"},
+		{"reads itself", head + "- {name: A, template: \"{{ secret \\\"A\\\" }}\"}\n", "4:27: secrets[1].template: ", "secret A: template: reads itself"},
+		{"reads no secret", head + "- {name: A, template: \"static\"}\n", "4:23: secrets[1].template: ", "the template reads no secret"},
+		{"format on a field", head + "- {name: A, ref: \"vault://s/a#b\", format: dotenv}\n", "4:43: secrets[1].format: ", `format renders a whole object, but ref "vault://s/a#b" selects field "b"`},
+		{"format unknown", head + "- {name: A, ref: \"vault://s/a\", format: toml}\n", "4:41: secrets[1].format: ", "want json, dotenv or yaml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("x.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatal("parse succeeded")
+			}
+			first := strings.Split(err.Error(), "\n")[0]
+			prefix := tc.wantPrefix
+			if !strings.HasPrefix(prefix, "/") {
+				prefix = "x.yaml:" + prefix
+			}
+			if !strings.Contains(err.Error(), prefix) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %s\nwant %s…%s", err, prefix, tc.want)
+			}
+			_ = first
+		})
+	}
+	c, err := Parse("x.yaml", []byte(head+"- {name: URL, template: \"postgres://{{ secret \\\"U\\\" | urlencode }}@db\"}\n- {name: UNUSED, ref: \"vault://s/x#y\", write: false}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Secrets[1].Inputs; len(got) != 1 || got[0] != "U" || c.Secrets[1].Source() != "template" {
+		t.Errorf("inputs %v, source %s", got, c.Secrets[1].Source())
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].Error(), "x.yaml:5:") || !strings.Contains(c.Warnings[0].Error(), "secret UNUSED is input only (write: false) but no template reads it") {
+		t.Errorf("warnings = %v", c.Warnings)
+	}
+	c, err = Parse("x.yaml", []byte(head+"- {name: URL, template_file: "+filepath.Join(dir, "ok.tmpl")+"}\n"))
+	if err == nil {
+		t.Fatal("missing template file accepted")
+	}
+	_ = c
 }

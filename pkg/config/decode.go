@@ -39,7 +39,13 @@ const (
 // the docs and schema tests.
 type decoder struct {
 	file string
-	errs Errors
+	src  []byte // the file's bytes, for positions inside block scalars
+	// tmpls are the parsed templates by secrets[] index, for the checks
+	// across entries.
+	tmpls map[int]tmplInfo
+	// inputOnly are the write: false nodes by secrets[] index.
+	inputOnly map[int]*yaml.Node
+	errs      Errors
 	// warns are problems that do not stop the sidecar but likely surprise
 	// the user; validate prints them.
 	warns Errors
@@ -61,6 +67,12 @@ func (d *decoder) warnf(n *yaml.Node, field, format string, args ...any) {
 		e.Line, e.Column = n.Line, n.Column
 	}
 	d.warns = append(d.warns, e)
+}
+
+// errorAt records a problem at a position of another file (a
+// template_file).
+func (d *decoder) errorAt(file string, line, col int, field, format string, args ...any) {
+	d.errs = append(d.errs, &Error{File: file, Line: line, Column: col, Field: field, Msg: fmt.Sprintf(format, args...)})
 }
 
 // errorf records a problem at node n (which may be nil: no position).

@@ -49,7 +49,7 @@ func ParseWith(name string, data []byte, o Options) (*Config, error) {
 	if perr != nil {
 		return nil, Errors{perr}
 	}
-	d := &decoder{file: name}
+	d := &decoder{file: name, src: data}
 	c := d.config(root)
 	if o.Available != nil {
 		d.available(c, o.Available)

@@ -6,6 +6,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/render"
 )
 
 //go:generate go test -run TestSchemaFile -update .
@@ -86,21 +88,25 @@ var fields = map[string]field{
 	"sources.aws.assume_role.duration":        {desc: "Session duration, from 15m to 12h.", def: "1h"},
 	"sources.aws.assume_role.source_identity": {desc: "Source identity set on the session.", pattern: sessionPattern},
 
-	"secrets":                {desc: "The secrets to deliver.", required: true},
-	"secrets[].name":         {desc: "The app's variable without _FILE; the app reads NAME_FILE.", pattern: nameRE.String(), required: true},
-	"secrets[].ref":          {desc: "Where the value comes from: file:///abs/path, vault://MOUNT/PATH#FIELD, aws-sm://NAME#KEY, aws-ssm:///PARAM.", pattern: "^(file|vault|aws-sm|aws-ssm)://", required: true},
-	"secrets[].file":         {desc: "Target file name in output.dir (or in the bundle), at most 255 bytes; default the lower-cased name.", pattern: targetPattern, maxLength: maxName},
-	"secrets[].bundle":       {desc: "Bundle directory, at most 232 bytes: the members of a bundle are published together.", pattern: targetPattern, maxLength: maxBundle},
-	"secrets[].required":     {desc: "Readiness and `once` wait for this secret.", def: true},
-	"secrets[].refresh":      {desc: "Refresh interval, at least 1s; default the top-level refresh."},
-	"secrets[].max_stale":    {desc: "Staleness threshold; default the top-level max_stale, else 3 × refresh."},
-	"secrets[].mode":         {desc: "File mode; default output.mode."},
-	"secrets[].uid":          {desc: "Owner; default output.uid.", min: ptr(0), max: ptr(maxID)},
-	"secrets[].gid":          {desc: "Group; default output.gid.", min: ptr(0), max: ptr(maxID)},
-	"secrets[].renew_margin": {desc: "Room kept before an expiring value's end, on top of the reload's time, when its replacement is scheduled: a duration or a percentage of the lifetime.", def: "10%", pattern: `^(([0-9]+(\.[0-9]*)?|\.[0-9]+)%|` + durationPattern[1:len(durationPattern)-1] + `)$`},
-	"secrets[].on_expiry":    {desc: "keep an expired value that could not be replaced, or remove its file so the app fails loudly.", def: OnExpiryKeep, enum: []string{OnExpiryKeep, OnExpiryRemove}},
-	"secrets[].newline":      {desc: "keep the value byte for byte, strip trailing line breaks, or add exactly one.", def: "keep", enum: []string{"keep", "strip", "add"}},
-	"secrets[].reload":       {desc: "A change of this secret triggers the app's reload.", def: true},
+	"secrets":                 {desc: "The secrets to deliver.", required: true},
+	"secrets[].name":          {desc: "The app's variable without _FILE; the app reads NAME_FILE.", pattern: nameRE.String(), required: true},
+	"secrets[].ref":           {desc: "Where the value comes from: file:///abs/path, vault://MOUNT/PATH#FIELD, aws-sm://NAME#KEY, aws-ssm:///PARAM.", pattern: "^(file|vault|aws-sm|aws-ssm)://"},
+	"secrets[].template":      {desc: "A Go text/template rendered instead of a ref's value; {{ secret \"NAME\" }} is another secret's value. Functions: " + strings.Join(render.Funcs, ", ") + ", and the template package's built-ins. See docs/templates.md."},
+	"secrets[].template_file": {desc: "The same template read from a file (re-read when it changes), at most max_file_size."},
+	"secrets[].write":         {desc: "false: an input-only secret, fetched and usable in templates, with no file and no NAME_FILE line.", def: true},
+	"secrets[].format":        {desc: "How a whole object (a ref without #field) is written: json, dotenv (KEY='value' lines) or yaml; absent: as the source gives it.", enum: []string{"json", "dotenv", "yaml"}},
+	"secrets[].file":          {desc: "Target file name in output.dir (or in the bundle), at most 255 bytes; default the lower-cased name.", pattern: targetPattern, maxLength: maxName},
+	"secrets[].bundle":        {desc: "Bundle directory, at most 232 bytes: the members of a bundle are published together.", pattern: targetPattern, maxLength: maxBundle},
+	"secrets[].required":      {desc: "Readiness and `once` wait for this secret.", def: true},
+	"secrets[].refresh":       {desc: "Refresh interval, at least 1s; default the top-level refresh."},
+	"secrets[].max_stale":     {desc: "Staleness threshold; default the top-level max_stale, else 3 × refresh."},
+	"secrets[].mode":          {desc: "File mode; default output.mode."},
+	"secrets[].uid":           {desc: "Owner; default output.uid.", min: ptr(0), max: ptr(maxID)},
+	"secrets[].gid":           {desc: "Group; default output.gid.", min: ptr(0), max: ptr(maxID)},
+	"secrets[].renew_margin":  {desc: "Room kept before an expiring value's end, on top of the reload's time, when its replacement is scheduled: a duration or a percentage of the lifetime.", def: "10%", pattern: `^(([0-9]+(\.[0-9]*)?|\.[0-9]+)%|` + durationPattern[1:len(durationPattern)-1] + `)$`},
+	"secrets[].on_expiry":     {desc: "keep an expired value that could not be replaced, or remove its file so the app fails loudly.", def: OnExpiryKeep, enum: []string{OnExpiryKeep, OnExpiryRemove}},
+	"secrets[].newline":       {desc: "keep the value byte for byte, strip trailing line breaks, or add exactly one.", def: "keep", enum: []string{"keep", "strip", "add"}},
+	"secrets[].reload":        {desc: "A change of this secret triggers the app's reload.", def: true},
 
 	"reload":                        {desc: "How the app is told about changes: at most one of signal, http, exec."},
 	"reload.signal":                 {desc: "Send a signal to the app's process."},
@@ -140,6 +146,11 @@ var constraints = map[string]map[string]any{
 		map[string]any{"required": []string{"process"}},
 	}},
 	"sources.vault.auth": {"allOf": authRequired()},
+	"secrets[]": {"oneOf": []any{
+		map[string]any{"required": []string{"ref"}},
+		map[string]any{"required": []string{"template"}},
+		map[string]any{"required": []string{"template_file"}},
+	}},
 }
 
 // authRequired is, per auth method with required fields, "if method is M
@@ -283,6 +294,7 @@ func property(p string, k kind, f field, keys map[string]kind) (map[string]any, 
 		if err := object(item, p+"[].", keys); err != nil {
 			return nil, err
 		}
+		maps.Copy(item, constraints[p+"[]"])
 		s["type"] = "array"
 		s["items"] = item
 	default:

@@ -80,6 +80,20 @@ type Secret struct {
 	// \r and \n), "add" (ensure exactly one trailing \n).
 	Newline string
 	Reload  bool // default true: a change triggers the app's reload
+	// Template is a Go text/template rendered from other secrets instead
+	// of a ref's value; TemplateFile is where it was read from (then Ref
+	// is that file, so the file source re-reads it on change).
+	Template     string
+	TemplateFile string
+	// Inputs are the secrets the template reads ({{ secret "NAME" }}), by
+	// name, each once, in order.
+	Inputs []string
+	// Write: false makes an input-only secret: fetched and usable in
+	// templates, no file, no NAME_FILE line, not counted for readiness.
+	Write bool
+	// Format renders a whole object (a ref without #field): json, dotenv
+	// or yaml; empty: as the source gives it.
+	Format string
 	// RenewMargin is the room kept before a value's expiry, on top of the
 	// reload's own time, when the engine schedules its replacement.
 	RenewMargin Margin

@@ -155,6 +155,7 @@ var nameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // secrets decodes secrets[] and checks names and targets across entries.
 func (d *decoder) secrets(list *yaml.Node, items []*yaml.Node, c *Config) {
 	c.Secrets = make([]Secret, 0, len(items))
+	d.tmpls, d.inputOnly = map[int]tmplInfo{}, map[int]*yaml.Node{}
 	type seen struct {
 		i    int
 		line int
@@ -198,6 +199,7 @@ func (d *decoder) secrets(list *yaml.Node, items []*yaml.Node, c *Config) {
 		c.Secrets = append(c.Secrets, s)
 	}
 	d.bundleDirs(c.Secrets)
+	d.templateInputs(c.Secrets)
 }
 
 // bundleDirs checks that a bundle with a directory member (file:///dir/)
@@ -269,10 +271,23 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 
 	var ref string
 	refN := m.str("ref", &ref)
+	tmplN := m.str("template", &s.Template)
+	tfileN := m.absPath("template_file", &s.TemplateFile)
 	switch {
+	case tmplN != nil && tfileN != nil:
+		d.errorf(tfileN, path+".template_file", "set template or template_file, not both")
+		tfileN = nil
+	case (tmplN != nil || tfileN != nil) && refN != nil:
+		d.errorf(refN, path+".ref", "a secret has a ref or a template, not both; to use the ref's value in the template, give it a secret of its own (write: false if it needs no file) and read it with {{ secret \"NAME\" }}")
+		refN = nil
+	}
+	switch {
+	case tmplN != nil || tfileN != nil:
+		d.template(tmplN, tfileN, path, i, &s, c.MaxFileSize)
+		refN = nil
 	case refN == nil:
-		if !m.present("ref") {
-			d.errorf(at, path+".ref", "required: where the value comes from, such as vault://secret/app#password, aws-sm://NAME#KEY, aws-ssm:///PARAM or file:///abs/path")
+		if !m.present("ref") && !m.present("template") && !m.present("template_file") {
+			d.errorf(at, path+".ref", "required: where the value comes from, such as vault://secret/app#password, aws-sm://NAME#KEY, aws-ssm:///PARAM or file:///abs/path (or a template: rendered from other secrets)")
 		}
 	default:
 		r, err := sources.ParseRef(ref)
@@ -297,6 +312,21 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 		d.errorf(v, path+".newline", "want keep, strip or add, got %q", s.Newline)
 	}
 	m.boolean("reload", &s.Reload)
+	s.Write = true
+	if wn := m.boolean("write", &s.Write); wn != nil && !s.Write {
+		d.inputOnly[i] = wn
+	}
+	if fn := m.str("format", &s.Format); fn != nil {
+		switch {
+		case s.Format != "json" && s.Format != "dotenv" && s.Format != "yaml":
+			d.errorf(fn, path+".format", "want json, dotenv or yaml, got %q", s.Format)
+			s.Format = ""
+		case s.IsTemplate():
+			d.errorf(fn, path+".format", "format renders a whole object read by a ref; a template writes what it renders: drop format")
+		case refN != nil && s.Ref.Field != "":
+			d.errorf(fn, path+".format", "format renders a whole object, but ref %q selects field %q: drop #%s, or drop format", s.Ref.String(), s.Ref.Field, s.Ref.Field)
+		}
+	}
 	var margin string
 	if v := m.str("renew_margin", &margin); v != nil {
 		if mg, msg := parseMargin(margin); msg != "" {
