@@ -237,6 +237,22 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, sv *superv
 	}
 	g.Go(func() error { diagnose(gctx, p.checks, p.log); return nil })
 	g.Go(func() error { return p.reload.Run(gctx) })
+	g.Go(func() error {
+		// The reloader decides once, when the first sync is complete,
+		// whether the app needs to hear of it (on_initial_sync).
+		select {
+		case <-p.engine.Ready():
+			var written []string
+			for _, s := range p.engine.Status() {
+				if s.Written {
+					written = append(written, s.Name)
+				}
+			}
+			p.reload.FirstSync(written)
+		case <-gctx.Done():
+		}
+		return nil
+	})
 	if sv != nil {
 		g.Go(func() error { sv.start(p); return nil })
 	}

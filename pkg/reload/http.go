@@ -41,7 +41,10 @@ type HTTP struct {
 	retry backoff.Policy
 }
 
-var _ Notifier = (*HTTP)(nil)
+var (
+	_ Notifier = (*HTTP)(nil)
+	_ prober   = (*HTTP)(nil)
+)
 
 // NewHTTP checks cfg and builds the notifier.
 func NewHTTP(cfg config.HTTP) (*HTTP, error) {
@@ -87,6 +90,28 @@ func NewHTTP(cfg config.HTTP) (*HTTP, error) {
 
 // Target is the URL with credentials redacted.
 func (h *HTTP) Target() string { return h.redacted }
+
+// probeTimeout bounds the connect that tells whether the app listens.
+const probeTimeout = time.Second
+
+// Running reports whether something accepts connections at the URL's
+// host and port: the app is up to take a reload request.
+func (h *HTTP) Running() bool {
+	u, err := url.Parse(h.url)
+	if err != nil {
+		return false
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(u.Hostname(), port), probeTimeout)
+	if err != nil {
+		return false
+	}
+	_ = c.Close()
+	return true
+}
 
 // Notify sends the request, retrying up to the configured number of times
 // on a transport error or an unexpected status.

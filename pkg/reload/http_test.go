@@ -240,3 +240,23 @@ func TestHTTPUnreachable(t *testing.T) {
 		t.Fatalf("error leaks credentials: %v", err)
 	}
 }
+
+// TestHTTPRunning: an endpoint that accepts connections is a running app,
+// whatever it would answer; a closed port is not. The probe sends nothing.
+func TestHTTPRunning(t *testing.T) {
+	hook := newWebhook(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	h, err := NewHTTP(config.HTTP{URL: hook.withCreds("/reload")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !h.Running() {
+		t.Fatal("Running() = false for a listening endpoint")
+	}
+	if n := hook.calls.Load(); n != 0 {
+		t.Fatalf("the probe made %d requests", n)
+	}
+	hook.srv.Close()
+	if h.Running() {
+		t.Fatal("Running() = true for a closed port")
+	}
+}

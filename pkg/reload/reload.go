@@ -37,6 +37,12 @@ type checker interface {
 	Check() error
 }
 
+// prober is implemented by notifiers that can tell, without notifying,
+// whether the app is already running: what on_initial_sync auto decides on.
+type prober interface {
+	Running() bool
+}
+
 // Method label values; the same as the metric's.
 const (
 	MethodSignal    = "signal"
@@ -87,7 +93,17 @@ type Status struct {
 	LastSecrets []string `json:"last_secrets,omitempty"`
 	// Pending are changed secrets the app has not yet been told about.
 	Pending []string `json:"pending"`
+	// InitialSync is what became of the first sync: "pending" (not yet
+	// complete), "notified" (the app is told once), or "skipped" with the
+	// reason.
+	InitialSync string `json:"initial_sync,omitempty"`
 }
+
+// InitialSync values of Status.
+const (
+	InitialPending  = "pending"
+	InitialNotified = "notified"
+)
 
 // Reloader coalesces changes and hands each batch to its notifier.
 type Reloader struct {
@@ -96,7 +112,7 @@ type Reloader struct {
 	target        string
 	coalesce      time.Duration
 	maxWait       time.Duration
-	onInitialSync bool
+	onInitialSync string // config.InitialAuto, InitialAlways or InitialNever
 	exclude       map[string]bool
 	retry         backoff.Policy
 	logger        *slog.Logger
@@ -113,6 +129,12 @@ type Reloader struct {
 	last     time.Time       // latest change of the pending set
 	inflight []string        // the batch being notified or retried
 	status   Status
+	// Before FirstSync the initial changes are held in initial; FirstSync
+	// decides once whether they are news to the app (tellInitial), and
+	// initial changes reported after it follow that decision.
+	initial     map[string]bool
+	firstDone   bool
+	tellInitial bool
 }
 
 // New builds the Reloader for cfg. With no notifier configured (and none
@@ -130,13 +152,21 @@ func New(cfg config.Reload, o Options) (*Reloader, error) {
 		method:        o.Method,
 		coalesce:      cfg.Coalesce,
 		maxWait:       cfg.MaxWait,
-		onInitialSync: cfg.OnInitialSync == config.InitialAlways,
+		onInitialSync: cfg.OnInitialSync,
 		exclude:       make(map[string]bool, len(o.Exclude)),
 		retry:         backoff.Policy{Base: o.RetryMin, Max: o.RetryMax, Jitter: backoff.Equal},
 		logger:        logger,
 		metrics:       o.Metrics,
 		wake:          make(chan struct{}, 1),
 		pending:       make(map[string]bool),
+		initial:       make(map[string]bool),
+	}
+	switch r.onInitialSync {
+	case "":
+		r.onInitialSync = config.InitialAuto
+	case config.InitialAuto, config.InitialAlways, config.InitialNever:
+	default:
+		return nil, fmt.Errorf("reload: on_initial_sync %q is not one of auto, always, never", cfg.OnInitialSync)
 	}
 	if r.maxWait == 0 {
 		r.maxWait = DefaultMaxWait
@@ -196,6 +226,9 @@ func New(cfg config.Reload, o Options) (*Reloader, error) {
 		}
 	}
 	r.status = Status{Method: r.method, Target: r.target, Coalesce: r.coalesce.String()}
+	if r.notifier != nil {
+		r.status.InitialSync = InitialPending
+	}
 	return r, nil
 }
 
@@ -203,12 +236,117 @@ func New(cfg config.Reload, o Options) (*Reloader, error) {
 func (r *Reloader) Method() string { return r.method }
 
 // Changed records that the files of secrets are fully written. It never
-// blocks. initial marks the first sync, which notifies only when
-// on_initial_sync is set.
+// blocks. initial marks a change of the first sync (a file that did not
+// exist): those are held until FirstSync decides whether the app needs to
+// hear of them.
 func (r *Reloader) Changed(secrets []string, initial bool) {
-	if r.notifier == nil || (initial && !r.onInitialSync) {
+	if r.notifier == nil {
 		return
 	}
+	r.mu.Lock()
+	if initial && !r.firstDone {
+		for _, name := range secrets {
+			if !r.exclude[name] {
+				r.initial[name] = true
+			}
+		}
+		r.mu.Unlock()
+		return
+	}
+	tell := r.tellInitial
+	r.mu.Unlock()
+	if initial && !tell {
+		return
+	}
+	r.enqueue(secrets)
+}
+
+// FirstSync is called once, when every required secret has been written
+// for the first time (the engine is ready); written names the secrets on
+// disk. It decides whether the first sync is news to the app:
+//
+//   - never: it is not.
+//   - always: it is, even when every file already held its value (a
+//     restart of the sidecar): the app is told once.
+//   - auto: it is when files appeared that the app may have missed, i.e.
+//     the app was already running (the pid file names a live process, a
+//     process matches, the HTTP endpoint accepts connections): it read the
+//     plain-variable fallbacks, or nothing. An exec command cannot tell, so
+//     auto does not run it.
+//
+// A supervised app is started by the sidecar after this sync and reads the
+// files itself: it is never told. FirstSync may take as long as a probe (a
+// /proc scan, or a connect of at most a second).
+func (r *Reloader) FirstSync(written []string) {
+	if r.notifier == nil {
+		return
+	}
+	r.mu.Lock()
+	if r.firstDone {
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
+
+	tell, outcome := false, ""
+	p, canProbe := r.notifier.(prober)
+	switch {
+	case r.method == MethodSupervise:
+		outcome = "skipped: the supervised app starts after the first sync"
+	case r.onInitialSync == config.InitialNever:
+		outcome = "skipped: on_initial_sync is never"
+	case r.onInitialSync == config.InitialAlways:
+		tell = true
+	case !canProbe:
+		outcome = "skipped: auto cannot tell whether the app runs before an exec command; set on_initial_sync: always to run it"
+	case p.Running():
+		tell = true
+	default:
+		outcome = "skipped: the app was not running; it reads the files when it starts"
+	}
+
+	r.mu.Lock()
+	r.firstDone, r.tellInitial = true, tell
+	var batch []string
+	if tell {
+		// Changes held during the probe are in r.initial too.
+		for name := range r.initial {
+			batch = append(batch, name)
+		}
+		if r.onInitialSync == config.InitialAlways {
+			for _, name := range written {
+				if !r.exclude[name] {
+					batch = append(batch, name)
+				}
+			}
+		}
+		slices.Sort(batch)
+		batch = slices.Compact(batch)
+		if len(batch) == 0 {
+			tell, outcome = false, "skipped: no file appeared in the first sync"
+		} else {
+			outcome = InitialNotified
+		}
+	}
+	clear(r.initial)
+	r.status.InitialSync = outcome
+	r.mu.Unlock()
+
+	switch {
+	case !tell:
+		r.logger.Info("first sync complete; the app is not told (" + strings.TrimPrefix(outcome, "skipped: ") + ")")
+	case r.onInitialSync == config.InitialAlways:
+		r.logger.Info("first sync complete; telling the app once (on_initial_sync: always)", "secret", strings.Join(batch, ","))
+	default:
+		r.logger.Info("first sync complete; the app was already running when its files appeared, telling it once", "secret", strings.Join(batch, ","))
+	}
+	if tell {
+		r.enqueue(batch)
+	}
+}
+
+// enqueue adds secrets to the pending set and wakes Run.
+func (r *Reloader) enqueue(secrets []string) {
 	now := time.Now()
 	r.mu.Lock()
 	added := false

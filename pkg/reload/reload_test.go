@@ -129,15 +129,6 @@ func TestCoalesce(t *testing.T) {
 			want: []string{"C"},
 		},
 		{
-			name: "unless on_initial_sync is set",
-			cfg:  config.Reload{Coalesce: 200 * time.Millisecond, OnInitialSync: config.InitialAlways},
-			changes: []struct {
-				names   []string
-				initial bool
-			}{{[]string{"A", "B"}, true}, {[]string{"C"}, false}},
-			want: []string{"A", "B", "C"},
-		},
-		{
 			name:    "excluded secrets do not notify",
 			cfg:     config.Reload{Coalesce: time.Millisecond},
 			exclude: []string{"A"},
@@ -360,6 +351,7 @@ func TestNewErrors(t *testing.T) {
 		{"negative coalesce", config.Reload{Coalesce: -time.Second}, Options{}, "negative"},
 		{"bad url", config.Reload{HTTP: &config.HTTP{URL: "ftp://u:hunter2@x/"}}, Options{}, "http:// or https://"},
 		{"no command", config.Reload{Exec: &config.Exec{}}, Options{}, "must name a program"},
+		{"bad on_initial_sync", config.Reload{OnInitialSync: "sometimes"}, Options{}, "not one of auto, always, never"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -390,6 +382,106 @@ func TestStatusJSON(t *testing.T) {
 	for _, leak := range []string{"hunter2", "t0ps3cret", "admin"} {
 		if strings.Contains(got, leak) {
 			t.Errorf("%s leaks %q", got, leak)
+		}
+	}
+}
+
+// probing is a notifier that reports batches and says whether the app runs.
+type probing struct {
+	*fakeNotifier
+	running atomic.Bool
+	probes  atomic.Int32
+}
+
+func (p *probing) Running() bool { p.probes.Add(1); return p.running.Load() }
+
+// TestFirstSync: what on_initial_sync makes of the first sync, for an app
+// that runs already or not yet, after files appeared (initial changes) or
+// when every file already held its value (a restart: none).
+func TestFirstSync(t *testing.T) {
+	written := []string{"A", "B", "X"} // X is excluded
+	tests := []struct {
+		name     string
+		mode     string
+		probe    bool // the notifier can tell whether the app runs
+		running  bool
+		initial  []string // initial changes before FirstSync
+		want     []string // the one batch, nil for none
+		outcome  string
+		noProbes bool
+		late     bool // a file appearing after the decision is news too
+	}{
+		{name: "auto, app not running", mode: config.InitialAuto, probe: true, initial: []string{"A", "B"}, outcome: "skipped: the app was not running"},
+		{name: "auto, app already running", mode: config.InitialAuto, probe: true, running: true, initial: []string{"B", "A"}, want: []string{"A", "B"}, outcome: InitialNotified, late: true},
+		{name: "auto is the default", mode: "", probe: true, running: true, initial: []string{"A"}, want: []string{"A"}, outcome: InitialNotified, late: true},
+		{name: "auto, restart with matching files", mode: config.InitialAuto, probe: true, running: true, outcome: "skipped: no file appeared", late: true},
+		{name: "auto cannot tell for exec", mode: config.InitialAuto, running: true, initial: []string{"A"}, outcome: "skipped: auto cannot tell", noProbes: true},
+		{name: "never, app running", mode: config.InitialNever, probe: true, running: true, initial: []string{"A"}, outcome: "skipped: on_initial_sync is never", noProbes: true},
+		{name: "always, app not running", mode: config.InitialAlways, probe: true, initial: []string{"A"}, want: []string{"A", "B"}, outcome: InitialNotified, noProbes: true, late: true},
+		{name: "always, restart with matching files", mode: config.InitialAlways, probe: true, want: []string{"A", "B"}, outcome: InitialNotified, noProbes: true, late: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, batches := recorder()
+			var n Notifier = f
+			p := &probing{fakeNotifier: f}
+			p.running.Store(tt.running)
+			if tt.probe {
+				n = p
+			}
+			r := newReloader(t, config.Reload{Coalesce: time.Millisecond, OnInitialSync: tt.mode}, Options{Notifier: n, Method: MethodSignal, Exclude: []string{"X"}})
+			if st := r.Status(); st.InitialSync != InitialPending {
+				t.Fatalf("initial_sync before the first sync = %q", st.InitialSync)
+			}
+			runReloader(t, r)
+			if len(tt.initial) > 0 {
+				r.Changed(tt.initial, true)
+			}
+			// Held: had they been queued, their batch would come first below.
+			noBatch(t, batches)
+			r.FirstSync(written)
+			r.FirstSync(written) // once only
+			if tt.want != nil {
+				if got := nextBatch(t, batches); !slices.Equal(got, tt.want) {
+					t.Fatalf("batch %v, want %v", got, tt.want)
+				}
+			}
+			// An initial change that arrives after the decision follows it.
+			r.Changed([]string{"LATE"}, true)
+			r.Changed([]string{"C"}, false)
+			want := []string{"C"}
+			if tt.late {
+				want = []string{"C", "LATE"}
+			}
+			if got := nextBatch(t, batches); !slices.Equal(got, want) {
+				t.Fatalf("after the first sync: batch %v, want %v", got, want)
+			}
+			noBatch(t, batches)
+			if st := r.Status(); !strings.HasPrefix(st.InitialSync, tt.outcome) {
+				t.Errorf("initial_sync = %q, want %q…", st.InitialSync, tt.outcome)
+			}
+			if probes := p.probes.Load(); tt.noProbes && probes != 0 || !tt.noProbes && tt.probe && probes != 1 {
+				t.Errorf("%d probes", probes)
+			}
+		})
+	}
+}
+
+// TestFirstSyncSupervised: a supervised app starts after the first sync and
+// is never told about it, whatever on_initial_sync says.
+func TestFirstSyncSupervised(t *testing.T) {
+	for _, mode := range []string{config.InitialAuto, config.InitialAlways} {
+		f, batches := recorder()
+		r := newReloader(t, config.Reload{Coalesce: time.Millisecond, OnInitialSync: mode}, Options{Notifier: f})
+		runReloader(t, r)
+		r.Changed([]string{"A"}, true)
+		r.FirstSync([]string{"A"})
+		r.Changed([]string{"B"}, false)
+		if got := nextBatch(t, batches); !slices.Equal(got, []string{"B"}) {
+			t.Fatalf("%s: batch %v, want only the later change", mode, got)
+		}
+		if st := r.Status(); !strings.Contains(st.InitialSync, "supervised") {
+			t.Errorf("%s: initial_sync = %q", mode, st.InitialSync)
 		}
 	}
 }

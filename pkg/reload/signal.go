@@ -67,7 +67,10 @@ type Signal struct {
 	logger  *slog.Logger
 }
 
-var _ Notifier = (*Signal)(nil)
+var (
+	_ Notifier = (*Signal)(nil)
+	_ prober   = (*Signal)(nil)
+)
 
 // NewSignal checks cfg and builds the notifier.
 func NewSignal(cfg config.Signal, logger *slog.Logger) (*Signal, error) {
@@ -137,7 +140,10 @@ func (s *Signal) send(pid int, sig syscall.Signal) error {
 		return nil
 	case errors.Is(err, syscall.ESRCH):
 		if s.pidFile != "" {
-			return fmt.Errorf("signal: pid %d from pid file %q: no such process: the pid file is stale, or the app runs in another PID namespace (Kubernetes: shareProcessNamespace: true; Compose: pid: \"service:APP\"): %w", pid, s.pidFile, err)
+			if procs, scanErr := scanProc(s.procDir); scanErr == nil && len(s.others(procs)) == 0 {
+				return fmt.Errorf("signal: pid %d from pid file %q: no such process, and no process but the sidecar's own is visible: the app runs in another PID namespace; %s: %w", pid, s.pidFile, shareHint, err)
+			}
+			return fmt.Errorf("signal: pid %d from pid file %q: no such process: the pid file is stale (the app exited, or restarted without rewriting it), or the app runs in another PID namespace (%s): %w", pid, s.pidFile, shareHint, err)
 		}
 		return fmt.Errorf("signal: pid %d exited before it could be signalled: %w", pid, err)
 	case errors.Is(err, syscall.EPERM):
@@ -168,13 +174,176 @@ func (s *Signal) targets() ([]int, error) {
 	}
 	pids := s.match(procs)
 	if len(pids) == 0 {
-		hint := ""
-		if len(procs) <= 3 {
-			hint = fmt.Sprintf(" (only %d processes are visible, so this PID namespace is not shared)", len(procs))
-		}
-		return nil, fmt.Errorf("signal: no process matches %q%s: the app must share the sidecar's PID namespace (Kubernetes: shareProcessNamespace: true; Compose: pid: \"service:APP\"; elsewhere use http, exec or supervise) and be running", s.process, hint)
+		return nil, s.noMatch(procs)
 	}
 	return pids, nil
+}
+
+// shareHint says how each platform shares a PID namespace.
+const shareHint = `share it (Kubernetes: shareProcessNamespace: true; Compose: pid: "service:SIDECAR" on the app's service; Nomad: pid_mode = "host" on both tasks) or use http, exec or supervise`
+
+// noMatch explains why no process matched, telling apart the three causes
+// a user can act on: nothing but the sidecar is visible (the PID namespace
+// is not shared), a process runs the name only as an argument (a plain name
+// was given for a script), or other processes run but none matches. It
+// names commands, never their arguments, which may hold secrets.
+func (s *Signal) noMatch(procs []proc) error {
+	others := s.others(procs)
+	if len(others) == 0 {
+		return fmt.Errorf("signal: no process matches %q: no process but the sidecar's own is visible (%d), so the app runs in another PID namespace; %s", s.process, len(procs), shareHint)
+	}
+	if s.name != "" {
+		for _, p := range others {
+			if i := argIndex(p.argv, s.name); i > 0 {
+				return fmt.Errorf("signal: no process matches %q: process %q (pid %d) has %q among its arguments, but a plain name matches only the executable (comm or argv[0]); match the command line with a pattern instead (any value with a space or a regular-expression character), such as %q", s.process, commandName(p), p.pid, s.name, examplePattern(p.argv, i))
+			}
+		}
+	}
+	return fmt.Errorf("signal: no process matches %q among the %d visible processes; nearest command names: %s (is the app running, and is the pattern right?)", s.process, len(others), strings.Join(nearest(s.process, others, 5), ", "))
+}
+
+// others are the visible processes that are not the sidecar, its
+// ancestors (a shell or an init that started it) or its children.
+func (s *Signal) others(procs []proc) []proc {
+	parent := make(map[int]int, len(procs))
+	for _, p := range procs {
+		parent[p.pid] = p.ppid
+	}
+	own := map[int]bool{s.self: true}
+	for pid, hops := parent[s.self], 0; pid > 0 && hops < len(procs); pid, hops = parent[pid], hops+1 {
+		own[pid] = true
+	}
+	var out []proc
+	for _, p := range procs {
+		if own[p.pid] || descends(p.pid, s.self, parent) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func descends(pid, ancestor int, parent map[int]int) bool {
+	for hops := 0; pid > 0 && hops < len(parent); hops++ {
+		pid = parent[pid]
+		if pid == ancestor {
+			return true
+		}
+	}
+	return false
+}
+
+// argIndex is the index of the first argument after argv[0] that is name
+// or a path ending in name, or -1.
+func argIndex(argv []string, name string) int {
+	for i := 1; i < len(argv); i++ {
+		if argv[i] == name || filepath.Base(argv[i]) == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// scriptArg is an argument that names a script: safe to quote back, and
+// what makes a pattern specific.
+var scriptArg = regexp.MustCompile(`^[A-Za-z0-9_.-]+\.(py|js|mjs|cjs|rb|pl|php|sh)$`)
+
+// examplePattern suggests a cmdline pattern for the argument at i: with
+// the script before it when there is one ("manage.py rqworker"), else the
+// argument after a space.
+func examplePattern(argv []string, i int) string {
+	name := filepath.Base(argv[i])
+	if i > 1 {
+		if prev := filepath.Base(argv[i-1]); scriptArg.MatchString(prev) {
+			return prev + " " + name
+		}
+	}
+	return " " + name
+}
+
+// commandName is what ps shows as a process's command: the first word of
+// argv[0] (a rewritten title such as "nginx: master process" gives
+// "nginx"), else comm.
+func commandName(p proc) string {
+	if len(p.argv) > 0 {
+		first, _, _ := strings.Cut(p.argv[0], " ")
+		if base := filepath.Base(strings.TrimSuffix(first, ":")); base != "" && base != "." && base != "/" {
+			return base
+		}
+	}
+	return p.comm
+}
+
+// nearest returns up to n distinct command names (comm and argv[0]'s base,
+// never arguments), closest to want by edit distance first.
+func nearest(want string, procs []proc, n int) []string {
+	seen := map[string]bool{}
+	var names []string
+	for _, p := range procs {
+		candidates := []string{commandName(p)}
+		if len(p.argv) == 0 || !strings.HasPrefix(p.argv[0], p.comm) { // else comm is argv[0] truncated
+			candidates = append(candidates, p.comm)
+		}
+		for _, name := range candidates {
+			if name != "" && !seen[name] {
+				seen[name] = true
+				names = append(names, name)
+			}
+		}
+	}
+	dist := make(map[string]int, len(names))
+	for _, name := range names {
+		dist[name] = editDistance(want, name)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		if d := dist[a] - dist[b]; d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+	if len(names) > n {
+		names = names[:n]
+	}
+	for i, name := range names {
+		names[i] = strconv.Quote(name)
+	}
+	return names
+}
+
+// editDistance is the Levenshtein distance between a and b, by bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// Running reports whether the app is there to be told: the pid file names
+// a live process (one of another uid counts), or a process matches.
+func (s *Signal) Running() bool {
+	if s.pidFile != "" {
+		pid, err := readPIDFile(s.pidFile)
+		if err != nil {
+			return false
+		}
+		err = syscall.Kill(pid, 0)
+		return err == nil || errors.Is(err, syscall.EPERM)
+	}
+	procs, err := scanProc(s.procDir)
+	return err == nil && len(s.match(procs)) > 0
 }
 
 func readPIDFile(path string) (int, error) {

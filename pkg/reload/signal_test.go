@@ -140,7 +140,7 @@ func TestSignalErrors(t *testing.T) {
 		{"missing pid file", config.Signal{PIDFile: filepath.Join(dir, "nope.pid")}, "", []string{"read pid file", "no such file", "is the app running"}},
 		{"garbage pid file", config.Signal{PIDFile: garbage}, "", []string{"does not hold a pid"}},
 		{"stale pid file", config.Signal{PIDFile: stale}, "", []string{"no such process", "stale", "shareProcessNamespace"}},
-		{"no process matched", config.Signal{Process: "gunicorn"}, lonely, []string{`no process matches "gunicorn"`, "only 1 processes are visible", "shareProcessNamespace: true", `pid: "service:APP"`}},
+		{"no process matched", config.Signal{Process: "gunicorn"}, lonely, []string{`no process matches "gunicorn"`, "no process but the sidecar's own is visible", "another PID namespace", "shareProcessNamespace: true", `pid: "service:SIDECAR"`, `pid_mode = "host"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,7 +149,7 @@ func TestSignalErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tt.proc != "" {
-				s.procDir = tt.proc
+				s.procDir, s.self = tt.proc, 1
 			}
 			for _, err := range []error{s.Check(), s.Notify(context.Background(), Batch{})} {
 				if err == nil {
@@ -168,6 +168,99 @@ func TestSignalErrors(t *testing.T) {
 		if _, err := NewSignal(cfg, slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("NewSignal(%+v): no error", cfg)
 		}
+	}
+}
+
+// TestSignalNoMatch: the error tells apart a PID namespace that is not
+// shared, a plain name given for a script, and a pattern that matches
+// none of the processes running; it never quotes an argument.
+func TestSignalNoMatch(t *testing.T) {
+	const secretArg = "--password=hunter2"
+	sidecar := []proc{
+		{pid: 1, ppid: 0, comm: "tini", argv: []string{"/tini", "--", "phase-sidecar"}},
+		{pid: 7, ppid: 1, comm: "phase-sidecar", argv: []string{"phase-sidecar", "run", "--config", "/etc/rqworker.yaml"}},
+		{pid: 8, ppid: 7, comm: "reload-app", argv: []string{"/bin/reload-app", "rqworker"}}, // an exec child
+	}
+	pod := append(slices.Clone(sidecar),
+		proc{pid: 20, ppid: 0, comm: "pause", argv: []string{"/pause"}},
+		proc{pid: 30, ppid: 0, comm: "python", argv: []string{"python", "manage.py", "rqworker", "default", secretArg}},
+		proc{pid: 40, ppid: 0, comm: "gunicorn", argv: []string{"/env/bin/python", "/env/bin/gunicorn", "backend.wsgi:application", secretArg}},
+		proc{pid: 41, ppid: 40, comm: "gunicorn", argv: []string{"/env/bin/python", "/env/bin/gunicorn", "backend.wsgi:application", secretArg}},
+		proc{pid: 50, ppid: 0, comm: "next-server (v1", argv: []string{"next-server (v14.2.35)"}},
+	)
+	tests := []struct {
+		name, process string
+		procs         []proc
+		wants         []string
+	}{
+		{"not shared", "gunicorn", sidecar, []string{"no process but the sidecar's own is visible (3)", "another PID namespace", "shareProcessNamespace"}},
+		{"plain name of a script", "rqworker", pod, []string{`process "python" (pid 30) has "rqworker" among its arguments`, "a plain name matches only the executable", `such as "manage.py rqworker"`}},
+		{"nothing matches", "node", pod, []string{"among the 5 visible processes", "nearest command names: ", `"pause"`, `"python"`, `"gunicorn"`, `"next-server"`}},
+		{"pattern matches nothing", "manage.py celery", pod, []string{"among the 5 visible processes", "nearest command names:", `"python"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := NewSignal(config.Signal{Process: tt.process}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.procDir, s.self = fakeProc(t, tt.procs), 7
+			err = s.Check()
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.wants {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			for _, arg := range []string{"hunter2", "default", "backend.wsgi", "/etc/rqworker.yaml"} {
+				if strings.Contains(err.Error(), arg) {
+					t.Errorf("error %q quotes an argument (%s)", err, arg)
+				}
+			}
+			if s.Running() {
+				t.Error("Running() with no match")
+			}
+		})
+	}
+}
+
+// TestSignalRunning: a live pid file or a matching process is a running
+// app; a stale or missing pid file is not.
+func TestSignalRunning(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	procs := fakeProc(t, []proc{{pid: 40, comm: "gunicorn", argv: []string{"/env/bin/python", "/env/bin/gunicorn", "backend.wsgi:application"}}})
+	tests := []struct {
+		name string
+		cfg  config.Signal
+		want bool
+	}{
+		{"live pid file", config.Signal{PIDFile: write("self.pid", strconv.Itoa(os.Getpid()))}, true},
+		{"pid 1 (another uid's, or init)", config.Signal{PIDFile: write("one.pid", "1\n")}, true},
+		{"stale pid file", config.Signal{PIDFile: write("stale.pid", "4194305\n")}, false},
+		{"missing pid file", config.Signal{PIDFile: filepath.Join(dir, "nope.pid")}, false},
+		{"matching process", config.Signal{Process: "gunicorn"}, true},
+		{"no matching process", config.Signal{Process: "manage.py rqworker"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := NewSignal(tt.cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.procDir = procs
+			if got := s.Running(); got != tt.want {
+				t.Fatalf("Running() = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
 

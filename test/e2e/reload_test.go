@@ -104,6 +104,8 @@ reload:
   signal:
     pid_file: %[2]s
   coalesce: 200ms
+  # The app runs before the first sync: auto would tell it once then.
+  on_initial_sync: never
 `, src, pidFile))
 	s := start(t, cfg, addr)
 	s.waitReady()

@@ -358,6 +358,8 @@ reload:
   signal:
     pid_file: %s
   coalesce: 200ms
+  # The app runs before the first sync: auto would tell it once then.
+  on_initial_sync: never
 %s`, pidFile, src))
 	s := start(t, cfg, addr)
 	s.waitReady()
