@@ -143,8 +143,8 @@ secrets:
 	}
 }
 
-// soakPKI: a certificate, its key and chain as one bundle; the prober
-// checks that they match and that the certificate is valid and verifies.
+// soakPKI: a certificate, its key and chain as bundles; the prober checks
+// that they match and that the certificate is valid and verifies.
 func soakPKI(t *testing.T, v *soakVault, d time.Duration) {
 	if err := v.Root.Sys().Mount("pki-soak", &api.MountInput{Type: "pki", Config: api.MountConfigInput{MaxLeaseTTL: "24h"}}); err != nil {
 		t.Fatal(err)
@@ -163,19 +163,28 @@ secrets:
   - { name: TLS_CERT, ref: "`+ref+`#certificate", bundle: tls, file: tls.crt }
   - { name: TLS_KEY, ref: "`+ref+`#private_key", bundle: tls, file: tls.key }
   - { name: TLS_CA, ref: "`+ref+`#ca_chain", bundle: tls, file: ca.crt }
+  - { name: TLS, ref: "`+ref+`", bundle: tls-whole }
 `+reloads.config()+src)
 	s := start(t, cfg, addr)
 	s.waitReady()
 
-	p := newProber(t, "pki", filepath.Join(out, "tls"), []string{"tls.crt", "tls.key", "ca.crt"},
+	// The same certificate twice: three members named by field, and the
+	// whole expanding ref as a bundle (one file per field).
+	fields := newProber(t, "pki", filepath.Join(out, "tls"), []string{"tls.crt", "tls.key", "ca.crt"},
 		func(_ context.Context, files map[string][]byte) (string, time.Time, error) {
 			return checkCert(files["tls.crt"], files["tls.key"], files["ca.crt"], "app.example.test")
 		})
-	res := runSoak(t, s, v, "approle-pki", d, reloads, p)
-	f := res.figures[0]
-	soakCheck(t, "pki", f, d)
-	if len(f.margins) > 0 && f.margins[0] <= 0 {
-		t.Errorf("pki: a certificate was replaced %v after its NotAfter", -f.margins[0])
+	whole := newProber(t, "pki-whole", filepath.Join(out, "tls-whole"), []string{"certificate", "private_key", "ca_chain"},
+		func(_ context.Context, files map[string][]byte) (string, time.Time, error) {
+			return checkCert(files["certificate"], files["private_key"], files["ca_chain"], "app.example.test")
+		})
+	res := runSoak(t, s, v, "approle-pki", d, reloads, fields, whole)
+	for i, f := range res.figures {
+		name := []string{"pki", "pki-whole"}[i]
+		soakCheck(t, name, f, d)
+		if len(f.margins) > 0 && f.margins[0] <= 0 {
+			t.Errorf("%s: a certificate was replaced %v after its NotAfter", name, -f.margins[0])
+		}
 	}
 }
 
