@@ -107,7 +107,7 @@ secrets:
 	s.waitReady()
 
 	member := []string{"username", "password"}
-	redisProber := newProber(t, "redis", filepath.Join(out, "redis"), member,
+	redisProber := newProber("redis", filepath.Join(out, "redis"), member,
 		func(_ context.Context, files map[string][]byte) (string, time.Time, error) {
 			user := strings.TrimSpace(string(files["username"]))
 			err := redis.Auth(user, strings.TrimSpace(string(files["password"])))
@@ -116,7 +116,7 @@ secrets:
 			}
 			return user, time.Time{}, err
 		})
-	pgProber := newProber(t, "postgres", filepath.Join(out, "postgres"), member,
+	pgProber := newProber("postgres", filepath.Join(out, "postgres"), member,
 		func(ctx context.Context, files map[string][]byte) (string, time.Time, error) {
 			user := strings.TrimSpace(string(files["username"]))
 			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -170,11 +170,11 @@ secrets:
 
 	// The same certificate twice: three members named by field, and the
 	// whole expanding ref as a bundle (one file per field).
-	fields := newProber(t, "pki", filepath.Join(out, "tls"), []string{"tls.crt", "tls.key", "ca.crt"},
+	fields := newProber("pki", filepath.Join(out, "tls"), []string{"tls.crt", "tls.key", "ca.crt"},
 		func(_ context.Context, files map[string][]byte) (string, time.Time, error) {
 			return checkCert(files["tls.crt"], files["tls.key"], files["ca.crt"], "app.example.test")
 		})
-	whole := newProber(t, "pki-whole", filepath.Join(out, "tls-whole"), []string{"certificate", "private_key", "ca_chain"},
+	whole := newProber("pki-whole", filepath.Join(out, "tls-whole"), []string{"certificate", "private_key", "ca_chain"},
 		func(_ context.Context, files map[string][]byte) (string, time.Time, error) {
 			return checkCert(files["certificate"], files["private_key"], files["ca_chain"], "app.example.test")
 		})

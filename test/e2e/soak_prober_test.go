@@ -40,7 +40,7 @@ func TestProberClassifies(t *testing.T) {
 	var mu sync.Mutex
 	dead := map[string]bool{}
 	kill := func(id string) { mu.Lock(); dead[id] = true; mu.Unlock() }
-	p := newProber(t, "fake", bundle, []string{"id"}, func(_ context.Context, files map[string][]byte) (string, time.Time, error) {
+	p := newProber("fake", bundle, []string{"id"}, func(_ context.Context, files map[string][]byte) (string, time.Time, error) {
 		id := string(files["id"])
 		mu.Lock()
 		defer mu.Unlock()

@@ -79,7 +79,6 @@ type spell struct{ from, to time.Time }
 
 // prober probes one bundle.
 type prober struct {
-	t     *testing.T
 	name  string // for the figures
 	dir   string // the bundle in output.dir
 	files []string
@@ -104,8 +103,8 @@ type prober struct {
 	recoveredAt time.Time // the first live probe, started after revokeTo, of contents issued after revokeFrom
 }
 
-func newProber(t *testing.T, name, dir string, files []string, check checkFunc) *prober {
-	return &prober{t: t, name: name, dir: dir, files: files, check: check, gens: map[string]*generation{}}
+func newProber(name, dir string, files []string, check checkFunc) *prober {
+	return &prober{name: name, dir: dir, files: files, check: check, gens: map[string]*generation{}}
 }
 
 // run probes the current files, and in a second goroutine every retired
