@@ -27,7 +27,8 @@ type Catalogue struct {
 // Container says how a Phase container takes in changed files.
 type Container struct {
 	Description string `yaml:"description"`
-	Reload      string `yaml:"reload"` // "reload" or "restart"
+	Command     string `yaml:"command"` // what the container runs
+	Reload      string `yaml:"reload"`  // "reload" or "restart"
 	How         string `yaml:"how"`
 	Signal      string `yaml:"signal"`
 	Process     string `yaml:"process"`
@@ -79,8 +80,8 @@ func (c *Catalogue) check() error {
 		if ct.Reload != "reload" && ct.Reload != "restart" {
 			return fmt.Errorf("container %q: reload %q is neither reload nor restart", name, ct.Reload)
 		}
-		if ct.Signal == "" || ct.Process == "" || ct.How == "" {
-			return fmt.Errorf("container %q: signal, process and how are required", name)
+		if ct.Signal == "" || ct.Process == "" || ct.How == "" || ct.Command == "" {
+			return fmt.Errorf("container %q: command, signal, process and how are required", name)
 		}
 	}
 	if len(c.Containers) != len(Containers) {

@@ -51,6 +51,32 @@ func TestGenerated(t *testing.T) {
 	}
 }
 
+// TestDocs keeps the container table of docs/phase.md equal to the
+// catalogue's; run with -update after editing the catalogue.
+func TestDocs(t *testing.T) {
+	c := load(t)
+	path := filepath.Join("..", "..", "docs", "phase.md")
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, rest, ok := strings.Cut(string(doc), TableBegin+"\n")
+	_, after, ok2 := strings.Cut(rest, TableEnd)
+	if !ok || !ok2 {
+		t.Fatalf("%s lacks the markers %q … %q", path, TableBegin, TableEnd)
+	}
+	want := before + TableBegin + "\n" + c.ContainerTable() + TableEnd + after
+	if *update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if string(doc) != want {
+		t.Errorf("the container table of %s differs from the catalogue's; run go test ./phase -run TestDocs -update", path)
+	}
+}
+
 // TestRenderedShape decodes every rendered config and checks that it
 // holds exactly the example variables of its containers, with the reload
 // each container needs.
@@ -181,6 +207,11 @@ func TestValidate(t *testing.T) {
 			out, err := exec.Command(bin, "validate", "--config", filepath.Join("..", tg.Path)).CombinedOutput()
 			if err != nil {
 				t.Errorf("phase-sidecar validate: %v\n%s", err, out)
+			}
+			// A preset the sidecar warns about (a bare script name as
+			// process) would be the kit's bug.
+			if strings.Contains(string(out), "warning:") {
+				t.Errorf("phase-sidecar validate warns:\n%s", out)
 			}
 		})
 	}

@@ -2,6 +2,8 @@ package phase
 
 import (
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -105,8 +107,20 @@ func (c *Catalogue) SignalReload(ct string) []string {
 	return []string{
 		"signal:",
 		"  name: " + x.Signal,
-		"  process: " + x.Process,
+		"  process: " + yamlString(x.Process),
 	}
+}
+
+// plainScalar is a string YAML reads as itself without quotes.
+var plainScalar = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// yamlString quotes s unless it is a plain scalar; Go's quoting is YAML's
+// double-quoted style for the ASCII the catalogue holds.
+func yamlString(s string) string {
+	if plainScalar.MatchString(s) {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 // Targets lists every generated config of the kit.
@@ -161,4 +175,39 @@ func (c *Catalogue) Targets() []Target {
 		},
 	)
 	return ts
+}
+
+// Markers of the container table in docs/phase.md, which TestDocs keeps
+// equal to ContainerTable.
+const (
+	TableBegin = "<!-- containers: generated from deploy/phase/catalogue.yaml (cd deploy && go test ./phase -run TestDocs -update) -->"
+	TableEnd   = "<!-- end of containers -->"
+)
+
+// ContainerTable is the Markdown table of Phase's containers: what each
+// runs, the reload it gets, and what happens on first start, on a restart
+// of the sidecar and on rotation.
+func (c *Catalogue) ContainerTable() string {
+	var b strings.Builder
+	b.WriteString("| container | runs | reload | first start | sidecar restart | rotation |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- |\n")
+	for _, name := range Containers {
+		x := c.Containers[name]
+		effect := "new workers read the files"
+		if x.Reload == "restart" {
+			effect = "it exits and the orchestrator restarts it with the files"
+		}
+		// The command, and a remark after it in parentheses; a pipe would
+		// end the cell, even in a code span.
+		cmd, remark, _ := strings.Cut(x.Command, " (")
+		if remark != "" {
+			remark = " (" + remark
+		}
+		cell := strings.NewReplacer("|", `\|`)
+		fmt.Fprintf(&b, "| %s | `%s`%s | %s to `process: %s` | ", name, cmd, remark, x.Signal, cell.Replace(yamlString(x.Process)))
+		fmt.Fprintf(&b, "started after the sidecar is ready, it reads the files; nothing is sent. Already running when the files appeared (started outside the kit, or the tmpfs was lost), it read the plain-variable fallbacks: one %s (`on_initial_sync: auto`), %s | ", x.Signal, effect)
+		fmt.Fprintf(&b, "files that still match: nothing is sent (`on_initial_sync: always`: one %s); a value that changed meanwhile is rewritten and %s is sent once | ", x.Signal, x.Signal)
+		fmt.Fprintf(&b, "%s |\n", x.How)
+	}
+	return b.String()
 }
