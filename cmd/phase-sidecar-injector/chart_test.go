@@ -235,7 +235,9 @@ func checkRules(t *testing.T, docs rendered) {
 		}
 	}
 	for _, f := range []string{"../../deploy/prometheus/alerts.yml", chartDir + "/files/injector-alerts.yml"} {
-		var src struct{ Groups []struct{ Rules []struct{ Alert string } } }
+		var src struct {
+			Groups []struct{ Rules []struct{ Alert string } }
+		}
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
