@@ -24,6 +24,7 @@ import (
 //	PHASE_FLEET_RECOVERY        measured window after it (20s; bench 40s)
 //	PHASE_FLEET_RETRY_AFTER     Retry-After of 429 answers (5s)
 //	PHASE_FLEET_FRESH_WITHIN    outage end → every pod fresh (90s; bench 5m10s: breaker cap + refresh)
+//	PHASE_FLEET_SIDECAR         a phase-sidecar binary to run instead of building this tree's (to compare commits)
 //	PHASE_FLEET_OUT             a directory for the per-second CSVs and the table
 //	PHASE_FLEET_BENCH=1         run TestFleetBench; PHASE_FLEET_BACKENDS (vault,aws), PHASE_FLEET_FAULT (503)
 //	PHASE_FLEET_AGENT=1         run TestFleetVaultAgent
@@ -45,9 +46,15 @@ func TestMain(m *testing.M) {
 }
 
 // sidecarBin builds phase-sidecar once per test binary, with -race when the
-// tests run with it.
+// tests run with it, unless PHASE_FLEET_SIDECAR names one.
 func sidecarBin(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("PHASE_FLEET_SIDECAR"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("PHASE_FLEET_SIDECAR: %v", err)
+		}
+		return p
+	}
 	build.once.Do(func() {
 		if build.dir, build.err = os.MkdirTemp("", "phase-fleet-bin-"); build.err != nil {
 			return

@@ -70,12 +70,12 @@ func TestProxy(t *testing.T) {
 	}
 
 	s := counts.Series(1)
-	if got := strings.Join(s.Classes, ","); got != "login,read,other" {
+	if got := strings.Join(s.Classes, ","); got != "login,read,mounts,other" {
 		t.Fatalf("classes %s", got)
 	}
-	// Reads: a, a, drop; login: one; other: the four AWS requests.
-	if s.Sec[0][0] != 1 || s.Sec[0][1] != 3 || s.Sec[0][2] != 3 {
-		t.Errorf("counts %v, want [1 3 3] (login, read, other)", s.Sec[0])
+	// Reads: a, a, drop; login: one; other: the three AWS requests.
+	if want := []int{1, 3, 0, 3}; !reflect.DeepEqual(s.Sec[0], want) {
+		t.Errorf("counts %v, want %v (login, read, mounts, other)", s.Sec[0], want)
 	}
 }
 

@@ -54,10 +54,10 @@ func (v *Vault) Name() string { return "vault" }
 
 func (v *Vault) URL() string { return v.srv.URL }
 
-func (v *Vault) Classes() []string { return []string{"login", "read", "other"} }
+func (v *Vault) Classes() []string { return []string{"login", "read", "mounts", "other"} }
 
-// Classify counts logins (any auth method's login), KV reads, and the
-// rest (token renewals and lookups, mount detection).
+// Classify counts logins (any auth method's login), KV reads, mount
+// lookups (KV version detection) and the rest (token renewals, lookups).
 func (v *Vault) Classify(r *http.Request) string {
 	p := r.URL.Path
 	switch {
@@ -65,6 +65,8 @@ func (v *Vault) Classify(r *http.Request) string {
 		return "login"
 	case strings.HasPrefix(p, "/v1/secret/"):
 		return "read"
+	case strings.HasPrefix(p, "/v1/sys/internal/ui/mounts/"):
+		return "mounts"
 	default:
 		return "other"
 	}
