@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,7 +95,9 @@ func (in *Injector) Mutate(ctx context.Context, namespace string, pod *corev1.Po
 		res.Reason = r.Reason
 		in.logger.Warn("pod not injected", "namespace", namespace, "pod", podName(pod), "reason", r.Reason, "err", r.Msg, "admitted", in.o.FailOpen)
 		if in.o.FailOpen {
-			res.Warnings = append(res.Warnings, "phase-sidecar: the pod was admitted without the sidecar (failurePolicy Ignore): "+r.Msg)
+			// A warning is one header line: the API server drops any with
+			// a newline in it.
+			res.Warnings = append(res.Warnings, "phase-sidecar: the pod was admitted without the sidecar (failurePolicy Ignore): "+strings.ReplaceAll(r.Msg, "\n", "; "))
 			err = nil
 		}
 	} else if res.Reason == reasonInjected {

@@ -469,6 +469,9 @@ func TestRefusals(t *testing.T) {
 						t.Fatalf("fail open: %v, %v, warnings %q; want admitted unchanged with one warning", res, err, res.Warnings)
 					}
 					msg = res.Warnings[0]
+					if strings.Contains(msg, "\n") {
+						t.Errorf("warning %q has a newline: the API server would drop it", msg)
+					}
 				} else {
 					var r *Refusal
 					if !errors.As(err, &r) || len(res.Patch) != 0 {
