@@ -288,8 +288,8 @@ func TestParseDefaults(t *testing.T) {
 			AWS:   &AWS{Credentials: "imds"},
 		},
 		Secrets: []Secret{
-			{Name: "Db_Password", Ref: testenv.Ref(t, "vault://secret/db#password"), File: "db_password", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Write: true, RenewMargin: Margin{Fraction: 0.1}, OnExpiry: "keep", Pos: Pos{3, 5}, RefPos: Pos{3, 30}},
-			{Name: "KEY", Ref: testenv.Ref(t, "aws-sm://k"), File: "key", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, Write: true, RenewMargin: Margin{Fraction: 0.1}, OnExpiry: "keep", Pos: Pos{4, 5}, RefPos: Pos{4, 22}},
+			{Name: "Db_Password", Ref: testenv.Ref(t, "vault://secret/db#password"), File: "db_password", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, RenewMargin: Margin{Fraction: 0.1}, OnExpiry: "keep", Pos: Pos{3, 5}, RefPos: Pos{3, 30}},
+			{Name: "KEY", Ref: testenv.Ref(t, "aws-sm://k"), File: "key", Required: true, Refresh: time.Minute, MaxStale: 3 * time.Minute, Mode: 0o440, UID: -1, GID: -1, Newline: "keep", Reload: true, RenewMargin: Margin{Fraction: 0.1}, OnExpiry: "keep", Pos: Pos{4, 5}, RefPos: Pos{4, 22}},
 		},
 		Reload: Reload{Coalesce: time.Second, MaxWait: 10 * time.Second, OnInitialSync: "auto",
 			Supervise: Supervise{Signal: "SIGHUP", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second}},

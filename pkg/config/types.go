@@ -88,9 +88,10 @@ type Secret struct {
 	// Inputs are the secrets the template reads ({{ secret "NAME" }}), by
 	// name, each once, in order.
 	Inputs []string
-	// Write: false makes an input-only secret: fetched and usable in
-	// templates, no file, no NAME_FILE line, not counted for readiness.
-	Write bool
+	// InputOnly (write: false) makes a secret fetched and usable in
+	// templates, with no file, no NAME_FILE line, not counted for
+	// readiness.
+	InputOnly bool
 	// Format renders a whole object (a ref without #field): json, dotenv
 	// or yaml; empty: as the source gives it.
 	Format string

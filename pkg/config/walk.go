@@ -312,8 +312,9 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 		d.errorf(v, path+".newline", "want keep, strip or add, got %q", s.Newline)
 	}
 	m.boolean("reload", &s.Reload)
-	s.Write = true
-	if wn := m.boolean("write", &s.Write); wn != nil && !s.Write {
+	write := true
+	if wn := m.boolean("write", &write); wn != nil && !write {
+		s.InputOnly = true
 		d.inputOnly[i] = wn
 	}
 	if fn := m.str("format", &s.Format); fn != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/pkg/breaker"
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
+	"github.com/phase-sidecar/phase-sidecar/pkg/render"
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -110,22 +111,46 @@ func New(o Options) (*Engine, error) {
 	var missing []string
 	for i := range o.Config.Secrets {
 		sc := &o.Config.Secrets[i]
-		if _, ok := e.srcs[sc.Ref.Kind]; !ok {
+		st := &state{cfg: sc, target: sc.Target(), obj: sc.Ref.Object()}
+		if sc.Template != "" {
+			// An inline template reads no object of its own.
+			st.obj = inlineTemplate + sc.Name
+			t, err := render.Parse(sc.Name, sc.Template)
+			if err != nil {
+				missing = append(missing, fmt.Sprintf("secret %s: template: %v", sc.Name, err))
+				continue
+			}
+			st.tmpl = t
+		} else if _, ok := e.srcs[sc.Ref.Kind]; !ok {
 			missing = append(missing, fmt.Sprintf("secret %s: source %q is not available in this build/config", sc.Name, sc.Ref.Kind))
 			continue
 		}
-		st := &state{cfg: sc, target: sc.Target(), obj: sc.Ref.Object()}
 		e.secrets = append(e.secrets, st)
-		e.targets[st.target] = st
-		if sc.Bundle != "" {
-			e.targets[sc.Bundle] = st // the bundle's directory is taken too
-		}
-		if sc.Required {
-			e.unwritten++
+		if !sc.InputOnly {
+			e.targets[st.target] = st
+			if sc.Bundle != "" {
+				e.targets[sc.Bundle] = st // the bundle's directory is taken too
+			}
+			if sc.Required {
+				e.unwritten++
+			}
 		}
 	}
 	if len(missing) > 0 {
 		return nil, errors.New(strings.Join(missing, "\n"))
+	}
+	byName := make(map[string]*state, len(e.secrets))
+	for _, st := range e.secrets {
+		byName[st.cfg.Name] = st
+	}
+	for _, st := range e.secrets {
+		for _, name := range st.cfg.Inputs {
+			in, ok := byName[name]
+			if !ok {
+				return nil, fmt.Errorf("secret %s: template reads secret %q, which is not configured", st.cfg.Name, name)
+			}
+			st.inputs = append(st.inputs, in)
+		}
 	}
 	e.jobs = plan(e.secrets)
 	setLeads(e.jobs, reloadLead(o.Config.Reload))
@@ -147,7 +172,7 @@ func (e *Engine) exportSecrets() {
 	defer e.mu.Unlock()
 	for _, s := range e.secrets {
 		l := s.labels()
-		e.m.SecretInfo.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind, s.cfg.Ref.String(), s.target, strconv.FormatBool(s.cfg.Required)).Set(1)
+		e.m.SecretInfo.WithLabelValues(s.cfg.Name, s.cfg.Source(), refLabel(s.cfg), s.target, strconv.FormatBool(s.cfg.Required)).Set(1)
 		s.mSuccess = e.m.SecretLastSuccess.WithLabelValues(l...)
 		s.mChange = e.m.SecretLastChange.WithLabelValues(l...)
 		s.mStale = e.m.SecretStale.WithLabelValues(l...)
@@ -472,7 +497,30 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, t
 	bundles := map[string][]rendered{}
 	broken := map[string]bool{}
 	writeErr := false
+	// vals are the files each secret renders to this cycle: what a
+	// template's {{ secret "NAME" }} reads. robjs are the objects the
+	// rendered secrets are recorded with.
+	vals := make(map[*state][]sink.File, len(j.secrets))
+	robjs := make(map[*state]sources.Object, len(j.secrets))
+	var templates []*state
+	keep := func(s *state, obj sources.Object, files []sink.File) {
+		vals[s], robjs[s] = files, obj
+		if s.cfg.InputOnly {
+			e.synced(s, obj, false, now, false) // input only: no file
+			return
+		}
+		r := rendered{s: s, files: files, existed: e.existed(s, files)}
+		if s.cfg.Bundle != "" {
+			bundles[s.cfg.Bundle] = append(bundles[s.cfg.Bundle], r)
+		} else {
+			plain = append(plain, r)
+		}
+	}
 	for _, s := range j.secrets {
+		if s.cfg.IsTemplate() {
+			templates = append(templates, s)
+			continue
+		}
 		obj, ok := objs[s.obj]
 		if !ok {
 			if s.cfg.Bundle != "" {
@@ -492,12 +540,40 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, t
 			}
 			continue
 		}
-		r := rendered{s: s, files: files, existed: e.existed(s, files)}
-		if s.cfg.Bundle != "" {
-			bundles[s.cfg.Bundle] = append(bundles[s.cfg.Bundle], r)
-		} else {
-			plain = append(plain, r)
+		keep(s, obj, files)
+	}
+	// Templates, each after the templates it reads (config refuses cycles).
+	for pending := templates; len(pending) > 0; {
+		var next []*state
+		for _, s := range pending {
+			if !inputsDone(s, vals, pending) {
+				next = append(next, s)
+				continue
+			}
+			files, obj, err := e.renderTemplate(s, objs, vals, robjs)
+			if err == nil {
+				err = expiredValue(s, obj, now)
+			}
+			switch {
+			case errors.Is(err, errNoInput):
+				e.setError(s, err) // the input's own error is counted
+				if s.cfg.Bundle != "" {
+					broken[s.cfg.Bundle] = true
+				}
+			case err != nil:
+				e.secretFailed(s, err)
+				writeErr = true
+				if s.cfg.Bundle != "" {
+					broken[s.cfg.Bundle] = true
+				}
+			default:
+				keep(s, obj, files)
+			}
 		}
+		if len(next) == len(pending) {
+			break
+		}
+		pending = next
 	}
 	var changed, targets []string
 	initial := true
@@ -505,7 +581,7 @@ func (e *Engine) runJob(ctx context.Context, j *job, results []sources.Result, t
 	// would pay a path string per file of a large first sync.
 	listen := e.change != nil
 	note := func(r rendered, ch bool, paths []string) {
-		if e.synced(r.s, objs[r.s.obj], ch, now, r.existed) {
+		if e.synced(r.s, robjs[r.s], ch, now, r.existed) {
 			changed = append(changed, r.s.cfg.Name)
 			targets = append(targets, paths...)
 			initial = initial && r.s.firstChange
@@ -710,6 +786,13 @@ func (e *Engine) retryPolicy(j *job, sourceErr bool) backoff.Policy {
 func (e *Engine) render(s *state, obj sources.Object) ([]sink.File, error) {
 	mk := func(name string, v secret.Value) sink.File {
 		return sink.File{Name: name, Data: newline(v.Reveal(), s.cfg.Newline), Mode: s.cfg.Mode, UID: s.cfg.UID, GID: s.cfg.GID}
+	}
+	if s.cfg.Format != "" {
+		v, err := render.Format(s.cfg.Format, obj.Fields, obj.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.cfg.Ref, err)
+		}
+		return []sink.File{mk(s.cfg.File, v)}, nil
 	}
 	if s.cfg.Ref.Field == "" && obj.Expands() && s.cfg.Bundle != "" {
 		// Each field is a member of the bundle, under its own name: a

@@ -113,7 +113,7 @@ func (e *Engine) expire(j *job, now time.Time) []string {
 			continue
 		}
 		if s.cfg.OnExpiry != config.OnExpiryRemove {
-			e.log.Warn("the value expired and could not be replaced; the expired file stays (on_expiry: keep)", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "path", e.path(s))
+			e.log.Warn("the value expired and could not be replaced; the expired file stays (on_expiry: keep)", "secret", s.cfg.Name, "source", s.cfg.Source(), "path", e.path(s))
 			continue
 		}
 		var err error
@@ -129,7 +129,7 @@ func (e *Engine) expire(j *job, now time.Time) []string {
 		e.mu.Lock()
 		s.removed = true
 		e.mu.Unlock()
-		e.log.Warn("the value expired and could not be replaced; its file is removed (on_expiry: remove)", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "path", e.path(s))
+		e.log.Warn("the value expired and could not be replaced; its file is removed (on_expiry: remove)", "secret", s.cfg.Name, "source", s.cfg.Source(), "path", e.path(s))
 		removed = append(removed, s.cfg.Name)
 	}
 	return removed

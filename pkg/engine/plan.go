@@ -42,6 +42,18 @@ func plan(secrets []*state) []*job {
 		parent[k] = r
 		return r
 	}
+	union := func(a, b string) {
+		if ra, rb := find(a), find(b); ra != rb {
+			parent[ra] = rb
+		}
+	}
+	// A template is read in the cycle of the objects it reads, so a user
+	// name and password from one lease are never mixed with another's.
+	for _, s := range secrets {
+		for _, in := range s.inputs {
+			union(s.obj, in.obj)
+		}
+	}
 	bundleObj := map[string]string{}
 	for _, s := range secrets {
 		if b := s.cfg.Bundle; b != "" {
@@ -64,7 +76,7 @@ func plan(secrets []*state) []*job {
 			byRoot[r] = j
 			jobs = append(jobs, j)
 		}
-		if !slices.ContainsFunc(j.objects, func(o object) bool { return o.key == s.obj }) {
+		if !strings.HasPrefix(s.obj, inlineTemplate) && !slices.ContainsFunc(j.objects, func(o object) bool { return o.key == s.obj }) {
 			j.objects = append(j.objects, object{key: s.obj, ref: s.cfg.Ref})
 		}
 		j.secrets = append(j.secrets, s)
@@ -72,6 +84,10 @@ func plan(secrets []*state) []*job {
 	}
 	return jobs
 }
+
+// inlineTemplate prefixes the object key of an inline template, which
+// reads no object of its own; no ref's key starts so.
+const inlineTemplate = "template:"
 
 // expandedName maps field key of an expanding secret (a directory, a
 // recursive parameter path, a split Vault object) to its target file and

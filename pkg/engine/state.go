@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/render"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
@@ -33,11 +34,17 @@ type state struct {
 	removed     bool     // on_expiry remove took the file away
 	expanded    []string // target names of an expanding secret
 
+	// A template: parsed once for an inline one, at every new version of
+	// its template_file otherwise; inputs are the secrets it reads.
+	tmpl        *render.Template
+	tmplVersion string
+	inputs      []*state
+
 	// The secret's metric children, looked up once.
 	mSuccess, mChange, mStale prometheus.Gauge
 }
 
-func (s *state) labels() []string { return []string{s.cfg.Name, s.cfg.Ref.Kind} }
+func (s *state) labels() []string { return []string{s.cfg.Name, s.cfg.Source()} }
 
 // job scheduling fields, guarded by Engine.mu.
 type schedule struct {
@@ -48,15 +55,32 @@ type schedule struct {
 	refreshed bool // the first refresh after a success is scheduled (splay)
 }
 
+// reason is the reason label of a failed secret.
+func reason(err error) string {
+	if errors.Is(err, render.ErrRender) {
+		return "render"
+	}
+	return sources.Reason(err)
+}
+
+// refLabel is what the ref label and the status show of a secret: its
+// ref, or "template" for an inline template.
+func refLabel(c *config.Secret) string {
+	if c.Template != "" {
+		return config.Template
+	}
+	return c.Ref.String()
+}
+
 // fetchFailed records a failed fetch for every secret reading ob. The last
 // good target stays as it is.
 func (e *Engine) fetchFailed(j *job, ob object, err error) {
-	reason := sources.Reason(err)
+	why := sources.Reason(err)
 	for _, s := range j.secrets {
 		if s.obj != ob.key && s.cfg.Bundle == "" {
 			continue
 		}
-		e.m.SecretFetchErrors.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind, reason).Inc()
+		e.m.SecretFetchErrors.WithLabelValues(s.cfg.Name, s.cfg.Source(), why).Inc()
 		e.setError(s, err)
 		lvl := e.log.Warn
 		if !s.cfg.Required && errors.Is(err, sources.ErrNotFound) {
@@ -66,20 +90,20 @@ func (e *Engine) fetchFailed(j *job, ob object, err error) {
 		if !s.written {
 			msg = "fetch failed; nothing written yet"
 		}
-		lvl(msg, "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "err", err)
+		lvl(msg, "secret", s.cfg.Name, "source", s.cfg.Source(), "err", err)
 	}
 }
 
 // secretFailed records an error selecting or rendering a secret's value.
 func (e *Engine) secretFailed(s *state, err error) {
-	e.m.SecretFetchErrors.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind, sources.Reason(err)).Inc()
+	e.m.SecretFetchErrors.WithLabelValues(s.cfg.Name, s.cfg.Source(), reason(err)).Inc()
 	e.setError(s, err)
-	e.log.Warn("cannot select the value; keeping the last good file", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "err", err)
+	e.log.Warn("cannot select the value; keeping the last good file", "secret", s.cfg.Name, "source", s.cfg.Source(), "err", err)
 }
 
 // writeFailed records a failed write; the sink left the old file intact.
 func (e *Engine) writeFailed(s *state, err error) {
-	e.m.SecretWriteErrors.WithLabelValues(s.cfg.Name, s.cfg.Ref.Kind).Inc()
+	e.m.SecretWriteErrors.WithLabelValues(s.cfg.Name, s.cfg.Source()).Inc()
 	e.setError(s, err)
 	e.log.Error("write failed; the old file stays", "secret", s.cfg.Name, "path", e.path(s), "err", err)
 }
@@ -101,7 +125,7 @@ func (e *Engine) setError(s *state, err error) {
 func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Time, existed bool) bool {
 	e.mu.Lock()
 	first := !s.written
-	if first && s.cfg.Required {
+	if first && s.cfg.Required && !s.cfg.InputOnly {
 		e.unwritten--
 	}
 	s.written = true
@@ -131,9 +155,9 @@ func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Tim
 		}
 	}
 	if changed {
-		e.log.Info("secret written", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "path", e.path(s), "version", obj.Version)
+		e.log.Info("secret written", "secret", s.cfg.Name, "source", s.cfg.Source(), "path", e.path(s), "version", obj.Version)
 	} else if e.log.Enabled(context.Background(), slog.LevelDebug) {
-		e.log.Debug("secret unchanged", "secret", s.cfg.Name, "source", s.cfg.Ref.Kind, "version", obj.Version)
+		e.log.Debug("secret unchanged", "secret", s.cfg.Name, "source", s.cfg.Source(), "version", obj.Version)
 	}
 	return changed
 }
@@ -180,7 +204,7 @@ func (e *Engine) Status() []SecretStatus {
 	out := make([]SecretStatus, 0, len(e.secrets))
 	for _, s := range e.secrets {
 		st := SecretStatus{
-			Name: s.cfg.Name, Source: s.cfg.Ref.Kind, Ref: s.cfg.Ref.String(),
+			Name: s.cfg.Name, Source: s.cfg.Source(), Ref: refLabel(s.cfg),
 			Path: e.path(s), Bundle: s.cfg.Bundle, Required: s.cfg.Required,
 			Written: s.written, Version: s.version, LastError: s.lastError,
 			LastSync: tp(s.lastSuccess), LastChange: tp(s.lastChange), Expiry: tp(s.expiry),
@@ -213,7 +237,7 @@ func (e *Engine) Missing() []string {
 	now := e.now()
 	strict := e.cfg.Readiness != config.ReadinessServeExpired
 	for _, s := range e.secrets {
-		if s.cfg.Required && (!s.written || s.removed || (strict && s.expired(now))) {
+		if s.cfg.Required && !s.cfg.InputOnly && (!s.written || s.removed || (strict && s.expired(now))) {
 			out = append(out, s.cfg.Name)
 		}
 	}

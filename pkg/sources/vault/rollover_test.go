@@ -160,18 +160,17 @@ func TestRevokedTokenNoticed(t *testing.T) {
 // the reload's time and the margin before its end.
 func TestCappedLeaseReplacedWithRoom(t *testing.T) {
 	d := vaultDev(t)
-	_, ref := redisRole(t, d, "6s", "9s")
+	_, ref := redisRole(t, d, "6s", "8s")
 	ref.Lead = sources.Lead{Reload: time.Second}
 	clk := &clock{}
 	s := newSource(t, d, config.Vault{}, Options{Now: clk.now})
+	ev := events(s)
 	ctx := context.Background()
 	first, err := s.Fetch(ctx, ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := events(s)
-	clk.jump(first.RefreshAt) // ~4 s: the renewal grants ~5 s of 6
-	time.Sleep(time.Until(first.RefreshAt))
+	time.Sleep(time.Until(first.RefreshAt)) // ~4 s: the renewal grants ~4 s of 6
 	renewed, err := s.Fetch(ctx, ref)
 	if err != nil {
 		t.Fatal(err)
@@ -194,6 +193,8 @@ func TestRateLimitQuotaRetryAfter(t *testing.T) {
 	mount := unique("kv")
 	d.enable(t, mount, "kv", map[string]string{"version": "1"})
 	d.write(t, mount+"/app", map[string]any{"k": "v"})
+	// Vault sends Retry-After only when the operator enables the headers.
+	d.write(t, "sys/quotas/config", map[string]any{"enable_rate_limit_response_headers": true})
 	d.write(t, "sys/quotas/rate-limit/"+unique("q"), map[string]any{"path": mount + "/", "rate": 1, "interval": "30s", "block_interval": "30s"})
 	s := newSource(t, d, config.Vault{}, Options{})
 	ref := testenv.Ref(t, "vault://"+mount+"/app#k")
