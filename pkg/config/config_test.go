@@ -1,10 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"io/fs"
-	"bytes"
 	"os"
 	"path/filepath"
 	"reflect"

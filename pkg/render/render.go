@@ -273,7 +273,7 @@ func base64Decode(s string) (string, error) {
 	return string(b), nil
 }
 
-// Quote single-quotes s for a POSIX shell: 'it'\''s'.
+// Quote single-quotes s for a POSIX shell: 'it'\”s'.
 func Quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
