@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"runtime/debug"
 	"slices"
@@ -332,6 +333,13 @@ func cmdEnv(args []string, stdout, stderr io.Writer) error {
 	type line struct{ name, path, note string }
 	var lines []line
 	for _, s := range cfg.Secrets {
+		if s.InputOnly {
+			continue // no file: nothing for the app to read
+		}
+		if s.Bundle != "" && s.Ref.Expands() && !s.IsTemplate() {
+			lines = append(lines, line{note: fmt.Sprintf("%s writes each entry of %s under its own name in %s/", s.Name, s.Ref, filepath.Join(cfg.Output.Dir, s.Bundle))})
+			continue
+		}
 		if p := cfg.TargetPath(s); expands(s) {
 			lines = append(lines, line{note: fmt.Sprintf("%s expands to one %s_<KEY>_FILE=%s_<key> per entry of %s", s.Name, s.Name, p, s.Ref)})
 		} else {
@@ -356,7 +364,7 @@ func cmdEnv(args []string, stdout, stderr io.Writer) error {
 // are known only after a fetch. Beyond the ref's syntax it stats a file
 // ref's path, so a directory written without its trailing slash counts too.
 func expands(s config.Secret) bool {
-	if s.Bundle != "" {
+	if s.Bundle != "" || s.IsTemplate() || s.Format != "" {
 		return false // a bundle member is one file; config refuses the rest
 	}
 	if s.Ref.Expands() {
