@@ -152,7 +152,9 @@ func (p *phaseSources) put(t *testing.T, source string, keys []string, gen int) 
 }
 
 // genValue is a canary value of key for generation gen.
-func genValue(key string, gen int) string { return value(fmt.Sprintf("%s-g%d", strings.ToLower(key), gen)) }
+func genValue(key string, gen int) string {
+	return value(fmt.Sprintf("%s-g%d", strings.ToLower(key), gen))
+}
 
 // startKitSidecar writes the config (out, listen, refresh 1s, the source,
 // then the kit's own secrets: and reload:, plus extra at the end of
@@ -254,7 +256,7 @@ func gunicornApps(t *testing.T, env func() []string) []phaseApp {
 			},
 			target: func(p *phaseProc) int { return p.cmd.Process.Pid },
 			got:    func(p *phaseProc) int { return p.count("Handling signal: hup") },
-			stray: workerHUPs,
+			stray:  workerHUPs,
 		}
 	}
 	return []phaseApp{
@@ -341,8 +343,10 @@ func nextApps(t *testing.T, env func() []string) []phaseApp {
 			pid, _ := strconv.Atoi(m[1])
 			return pid
 		},
-		got:   func(p *phaseProc) int { return p.count("server got SIGTERM") },
-		stray: func(p *phaseProc) int { return p.count("yarn got ") + p.count("server got ") - p.count("server got SIGTERM") },
+		got: func(p *phaseProc) int { return p.count("server got SIGTERM") },
+		stray: func(p *phaseProc) int {
+			return p.count("yarn got ") + p.count("server got ") - p.count("server got SIGTERM")
+		},
 	}
 	return []phaseApp{app, app}
 }
