@@ -735,3 +735,23 @@ func TestPhaseFirstSync(t *testing.T) {
 		}
 	})
 }
+
+// TestValidateWarnsScriptName: the old worker preset, a bare script name
+// that only an argument could match, passes validate with a warning that
+// names the fix; the kit's preset passes without one.
+func TestValidateWarnsScriptName(t *testing.T) {
+	out := shm(t)
+	for _, tt := range []struct {
+		process string
+		warns   bool
+	}{{"rqworker", true}, {`"manage.py rqworker|^rq: "`, false}} {
+		cfg, _ := writeConfig(t, out, "secrets:\n  - name: A\n    ref: file:///run/a\nreload:\n  signal:\n    name: SIGTERM\n    process: "+tt.process+"\n")
+		code, got := runCmd(t, "validate", "--config", cfg)
+		if code != 0 {
+			t.Fatalf("validate with process %s: exit %d\n%s", tt.process, code, got)
+		}
+		if warned := strings.Contains(got, "warning:") && strings.Contains(got, "manage.py rqworker"); warned != tt.warns {
+			t.Errorf("process %s: warning %v, want %v:\n%s", tt.process, warned, tt.warns, got)
+		}
+	}
+}
