@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"time"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
@@ -216,8 +217,8 @@ type Signal struct {
 // HTTP calls a URL.
 type HTTP struct {
 	URL     string
-	Method  string // default POST
-	Headers map[string]string
+	Method  string                  // default POST
+	Headers map[string]secret.Value // may hold credentials: never printed
 	// Expected status range, inclusive; default 200–299.
 	StatusMin, StatusMax int
 	Timeout              time.Duration // default 5s

@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v4"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
@@ -833,7 +834,12 @@ func (d *decoder) httpReload(m *mapping) *HTTP {
 	if n := m.str("method", &h.Method); n != nil && !httpMethodRE.MatchString(h.Method) {
 		d.errorf(n, m.field("method"), "want an HTTP method in capitals such as POST, got %q", h.Method)
 	}
-	if n := m.stringMap("headers", &h.Headers); n != nil {
+	var headers map[string]string
+	if n := m.stringMap("headers", &headers); n != nil {
+		h.Headers = make(map[string]secret.Value, len(headers))
+		for k, v := range headers {
+			h.Headers[k] = secret.FromString(v)
+		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
 			if !headerNameRE.MatchString(k.Value) {

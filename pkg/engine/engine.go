@@ -551,7 +551,7 @@ func (e *Engine) retryPolicy(j *job, sourceErr bool) backoff.Policy {
 // render turns a fetched object into the files of one secret.
 func (e *Engine) render(s *state, obj sources.Object) ([]sink.File, error) {
 	mk := func(name string, v secret.Value) sink.File {
-		return sink.File{Name: name, Data: newline(v.Reveal(), s.cfg.Newline), Mode: s.cfg.Mode, UID: s.cfg.UID, GID: s.cfg.GID}
+		return sink.File{Name: name, Data: secret.New(newline(v.Reveal(), s.cfg.Newline)), Mode: s.cfg.Mode, UID: s.cfg.UID, GID: s.cfg.GID}
 	}
 	if s.cfg.Format != "" {
 		v, err := render.Format(s.cfg.Format, obj.Fields, obj.Value)

@@ -71,12 +71,12 @@ func (e *Engine) renderTemplate(s *state, objs map[string]sources.Object, vals m
 		if !ok {
 			return secret.Value{}, fmt.Errorf("secret %q is not an input of this template", name)
 		}
-		return secret.New(vals[in][0].Data), nil
+		return vals[in][0].Data, nil
 	})
 	if err != nil {
 		return nil, sources.Object{}, fmt.Errorf("secret %s: template: %w", s.cfg.Name, err)
 	}
-	f := sink.File{Name: s.cfg.File, Data: newline(out.Reveal(), s.cfg.Newline), Mode: s.cfg.Mode, UID: s.cfg.UID, GID: s.cfg.GID}
-	obj := sources.Object{Version: sources.ShortHash(sha256.Sum256(f.Data)), Expiry: expiry}
+	f := sink.File{Name: s.cfg.File, Data: secret.New(newline(out.Reveal(), s.cfg.Newline)), Mode: s.cfg.Mode, UID: s.cfg.UID, GID: s.cfg.GID}
+	obj := sources.Object{Version: sources.ShortHash(sha256.Sum256(f.Data.Reveal())), Expiry: expiry}
 	return []sink.File{f}, obj, nil
 }

@@ -80,7 +80,7 @@ func NewHTTP(cfg config.HTTP) (*HTTP, error) {
 		return nil, errors.New("reload: http.retries must not be negative")
 	}
 	for k, v := range cfg.Headers {
-		h.headers.Set(k, v)
+		h.headers.Set(k, string(v.Reveal()))
 	}
 	h.client = &http.Client{
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

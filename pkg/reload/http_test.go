@@ -14,6 +14,7 @@ import (
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 )
 
 func TestRedactURL(t *testing.T) {
@@ -68,7 +69,7 @@ func TestHTTPNotify(t *testing.T) {
 	}{
 		{
 			name:      "success",
-			cfg:       config.HTTP{Headers: map[string]string{"X-Reload": "yes", "Host": "backend.internal"}},
+			cfg:       config.HTTP{Headers: map[string]secret.Value{"X-Reload": secret.FromString("yes"), "Host": secret.FromString("backend.internal")}},
 			handle:    func(int, http.ResponseWriter, *http.Request) {},
 			wantCalls: 1,
 		},
@@ -164,8 +165,8 @@ func TestHTTPNotify(t *testing.T) {
 				if k == "Host" {
 					got = req.Host
 				}
-				if got != v {
-					t.Errorf("header %s = %q, want %q", k, got, v)
+				if got != string(v.Reveal()) {
+					t.Errorf("header %s = %q, want %q", k, got, v.Reveal())
 				}
 			}
 		})

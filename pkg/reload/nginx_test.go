@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
@@ -92,8 +93,8 @@ func (ca *testCA) leaf(t *testing.T, serial int64) (certPEM, keyPEM []byte) {
 
 func tlsBundle(certPEM, keyPEM []byte) []sink.File {
 	return []sink.File{
-		{Name: "tls.crt", Data: certPEM, Mode: 0o444, UID: -1, GID: -1},
-		{Name: "tls.key", Data: keyPEM, Mode: 0o400, UID: -1, GID: -1},
+		{Name: "tls.crt", Data: secret.New(certPEM), Mode: 0o444, UID: -1, GID: -1},
+		{Name: "tls.key", Data: secret.New(keyPEM), Mode: 0o400, UID: -1, GID: -1},
 	}
 }
 

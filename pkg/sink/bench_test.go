@@ -1,6 +1,8 @@
 package sink
 
 import (
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
+
 	"bytes"
 	"testing"
 )
@@ -13,7 +15,7 @@ func BenchmarkWriteChanged(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if _, err := d.Write(File{Name: "alpha", Data: values[i%2], Mode: 0o440, UID: -1, GID: -1}); err != nil {
+		if _, err := d.Write(File{Name: "alpha", Data: secret.New(values[i%2]), Mode: 0o440, UID: -1, GID: -1}); err != nil {
 			b.Fatal(err)
 		}
 		i++
@@ -22,7 +24,7 @@ func BenchmarkWriteChanged(b *testing.B) {
 
 func BenchmarkWriteUnchanged(b *testing.B) {
 	d := openDir(b, Options{Dir: shmDir(b)})
-	f := File{Name: "alpha", Data: bytes.Repeat([]byte("a"), 64), Mode: 0o440, UID: -1, GID: -1}
+	f := File{Name: "alpha", Data: secret.New(bytes.Repeat([]byte("a"), 64)), Mode: 0o440, UID: -1, GID: -1}
 	mustWrite(b, d, f)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -164,7 +164,7 @@ func TestBundleChanges(t *testing.T) {
 			}
 			var names []string
 			for _, f := range tt.next {
-				assertContent(t, d.Path("tls/"+f.Name), string(f.Data))
+				assertContent(t, d.Path("tls/"+f.Name), string(f.Data.Reveal()))
 				info, _ := os.Stat(d.Path("tls/" + f.Name))
 				if info.Mode().Perm() != f.Mode {
 					t.Fatalf("%s mode %v, want %v", f.Name, info.Mode().Perm(), f.Mode)
@@ -188,7 +188,7 @@ func TestBundleChanges(t *testing.T) {
 func TestBundlePlantedSymlink(t *testing.T) {
 	outside := t.TempDir()
 	for _, f := range pair(1) {
-		if err := os.WriteFile(filepath.Join(outside, f.Name), f.Data, f.Mode); err != nil {
+		if err := os.WriteFile(filepath.Join(outside, f.Name), f.Data.Reveal(), f.Mode); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -205,10 +205,10 @@ func TestBundlePlantedSymlink(t *testing.T) {
 		t.Fatalf("tls points to %q, want a version of tls", target)
 	}
 	for _, f := range pair(1) {
-		assertContent(t, filepath.Join(outside, f.Name), string(f.Data))
+		assertContent(t, filepath.Join(outside, f.Name), string(f.Data.Reveal()))
 	}
 	for _, f := range pair(2) {
-		assertContent(t, d.Path("tls/"+f.Name), string(f.Data))
+		assertContent(t, d.Path("tls/"+f.Name), string(f.Data.Reveal()))
 	}
 }
 
@@ -218,7 +218,7 @@ func TestBundleAndFileSwitch(t *testing.T) {
 	d := openDir(t, Options{Dir: shmDir(t)})
 	mustWrite(t, d, file("tls", "single"))
 	mustBundle(t, d, "tls", pair(1))
-	assertContent(t, d.Path("tls/tls.crt"), string(pair(1)[0].Data))
+	assertContent(t, d.Path("tls/tls.crt"), string(pair(1)[0].Data.Reveal()))
 	if !mustWrite(t, d, file("tls", "single")) {
 		t.Fatal("file over bundle reported unchanged")
 	}

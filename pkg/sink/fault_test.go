@@ -1,6 +1,8 @@
 package sink
 
 import (
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
+
 	"bytes"
 	"errors"
 	"io"
@@ -142,7 +144,7 @@ func permissionScenarios(t *testing.T, base string) {
 		assertDenied(t, err, `"tls"`)
 
 		assertContent(t, d.Path("alpha"), "old")
-		assertContent(t, d.Path("tls/tls.crt"), string(pair(1)[0].Data))
+		assertContent(t, d.Path("tls/tls.crt"), string(pair(1)[0].Data.Reveal()))
 		if got := listDir(t, dir); !slices.Equal(got, before) {
 			t.Fatalf("directory holds %q, want %q", got, before)
 		}
@@ -194,14 +196,14 @@ func TestNoSpace(t *testing.T) {
 			t.Errorf("error %q contains the data", err)
 		}
 	}
-	_, err := d.Write(File{Name: "alpha", Data: big, Mode: 0o440, UID: -1, GID: -1})
+	_, err := d.Write(File{Name: "alpha", Data: secret.New(big), Mode: 0o440, UID: -1, GID: -1})
 	assertNoSpace(t, err, "alpha")
-	_, err = d.WriteBundle("tls", []File{pair(2)[0], {Name: "tls.key", Data: big, Mode: 0o440, UID: -1, GID: -1}})
+	_, err = d.WriteBundle("tls", []File{pair(2)[0], {Name: "tls.key", Data: secret.New(big), Mode: 0o440, UID: -1, GID: -1}})
 	assertNoSpace(t, err, "tls")
 
 	assertContent(t, d.Path("alpha"), "old")
 	for _, f := range pair(1) {
-		assertContent(t, d.Path("tls/"+f.Name), string(f.Data))
+		assertContent(t, d.Path("tls/"+f.Name), string(f.Data.Reveal()))
 	}
 	if got := listDir(t, dir); !slices.Equal(got, before) {
 		t.Fatalf("directory holds %q, want %q", got, before)

@@ -6,6 +6,8 @@
 package sink
 
 import (
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -38,10 +40,10 @@ type Options struct {
 
 // File is one target to write.
 type File struct {
-	Name     string      // target name relative to the directory, or a bundle member name
-	Data     []byte      // written byte for byte
-	Mode     fs.FileMode // permission bits, e.g. 0440
-	UID, GID int         // -1 leaves the owner as the sidecar's
+	Name     string       // target name relative to the directory, or a bundle member name
+	Data     secret.Value // written byte for byte; plaintext only here, at the write
+	Mode     fs.FileMode  // permission bits, e.g. 0440
+	UID, GID int          // -1 leaves the owner as the sidecar's
 }
 
 // Dir is an open output directory. It is safe for concurrent use as long as
@@ -249,7 +251,7 @@ func (d *Dir) replace(f File) error {
 // fill writes f's data, mode and owner into file, syncs and closes it.
 func fill(file *os.File, f File) error {
 	err := func() error {
-		if _, err := file.Write(f.Data); err != nil {
+		if _, err := file.Write(f.Data.Reveal()); err != nil {
 			return err
 		}
 		if err := file.Chmod(f.Mode.Perm()); err != nil {
@@ -275,7 +277,7 @@ func matches(r *os.Root, name string, f File) (fs.FileInfo, bool) {
 	if err != nil {
 		return nil, false
 	}
-	if !info.Mode().IsRegular() || info.Size() != int64(len(f.Data)) || info.Mode().Perm() != f.Mode.Perm() {
+	if !info.Mode().IsRegular() || info.Size() != int64(f.Data.Len()) || info.Mode().Perm() != f.Mode.Perm() {
 		return info, false
 	}
 	if st, ok := info.Sys().(*syscall.Stat_t); ok {
@@ -294,13 +296,13 @@ func matches(r *os.Root, name string, f File) (fs.FileInfo, bool) {
 	if opened, err := file.Stat(); err != nil || !os.SameFile(info, opened) {
 		return info, false
 	}
-	buf := make([]byte, len(f.Data)+1)
+	buf := make([]byte, f.Data.Len()+1)
 	defer clear(buf)
 	n, err := io.ReadFull(file, buf)
-	if n != len(f.Data) || (err != io.ErrUnexpectedEOF && err != io.EOF) {
+	if n != f.Data.Len() || (err != io.ErrUnexpectedEOF && err != io.EOF) {
 		return info, false
 	}
-	return info, bytes.Equal(buf[:n], f.Data)
+	return info, bytes.Equal(buf[:n], f.Data.Reveal())
 }
 
 // createTemp creates a new temporary file in r, never following or reusing

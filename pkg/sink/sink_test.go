@@ -1,6 +1,8 @@
 package sink
 
 import (
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
+
 	"bytes"
 	"errors"
 	"io/fs"
@@ -81,7 +83,7 @@ func newLogger(b *testenv.Buffer) *slog.Logger {
 }
 
 func file(name, data string) File {
-	return File{Name: name, Data: []byte(data), Mode: 0o440, UID: -1, GID: -1}
+	return File{Name: name, Data: secret.FromString(data), Mode: 0o440, UID: -1, GID: -1}
 }
 
 func mustWrite(t testing.TB, d *Dir, f File) bool {
@@ -139,7 +141,7 @@ func assertContent(t testing.TB, path, want string) {
 func TestWriteAtomic(t *testing.T) {
 	d := openDir(t, Options{Dir: shmDir(t)})
 	values := [][]byte{bytes.Repeat([]byte("a"), 37), bytes.Repeat([]byte("b"), 5000)}
-	mustWrite(t, d, File{Name: "alpha", Data: values[0], Mode: 0o440, UID: -1, GID: -1})
+	mustWrite(t, d, File{Name: "alpha", Data: secret.New(values[0]), Mode: 0o440, UID: -1, GID: -1})
 
 	var (
 		stop, done = make(chan struct{}), make(chan struct{})
@@ -172,7 +174,7 @@ func TestWriteAtomic(t *testing.T) {
 	<-started
 	const rewrites = 10000
 	for i := range rewrites {
-		changed, err := d.Write(File{Name: "alpha", Data: values[(i+1)%2], Mode: 0o440, UID: -1, GID: -1})
+		changed, err := d.Write(File{Name: "alpha", Data: secret.New(values[(i+1)%2]), Mode: 0o440, UID: -1, GID: -1})
 		if err != nil || !changed {
 			close(stop)
 			<-done
@@ -255,7 +257,7 @@ func TestWriteDetectsChange(t *testing.T) {
 		{name: "longer", next: file("alpha", "value\n"), changed: true},
 		{name: "shorter", next: file("alpha", "valu"), changed: true},
 		{name: "empty", next: file("alpha", ""), changed: true},
-		{name: "mode", next: File{Name: "alpha", Data: []byte("value"), Mode: 0o400, UID: -1, GID: -1}, changed: true},
+		{name: "mode", next: File{Name: "alpha", Data: secret.FromString("value"), Mode: 0o400, UID: -1, GID: -1}, changed: true},
 		{
 			name: "replaced by a symlink to an identical file",
 			prepare: func(t *testing.T, d *Dir) {
@@ -300,7 +302,7 @@ func TestWriteDetectsChange(t *testing.T) {
 			if got := mustWrite(t, d, tt.next); got != tt.changed {
 				t.Fatalf("changed = %v, want %v", got, tt.changed)
 			}
-			assertContent(t, d.Path("alpha"), string(tt.next.Data))
+			assertContent(t, d.Path("alpha"), string(tt.next.Data.Reveal()))
 			if info, _ := os.Stat(d.Path("alpha")); info.Mode().Perm() != tt.next.Mode {
 				t.Fatalf("mode %v, want %v", info.Mode().Perm(), tt.next.Mode)
 			}
@@ -313,7 +315,7 @@ func TestWriteModeOwner(t *testing.T) {
 	// The mode is exact whatever the umask.
 	old := syscall.Umask(0o077)
 	defer syscall.Umask(old)
-	mustWrite(t, d, File{Name: "alpha", Data: []byte("v"), Mode: 0o444, UID: -1, GID: -1})
+	mustWrite(t, d, File{Name: "alpha", Data: secret.FromString("v"), Mode: 0o444, UID: -1, GID: -1})
 	st := stat(t, d.Path("alpha"))
 	if fs.FileMode(st.Mode).Perm() != 0o444 {
 		t.Fatalf("mode %o, want 444", st.Mode&0o777)
@@ -325,7 +327,7 @@ func TestWriteModeOwner(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("changing a file's owner to another uid needs root")
 	}
-	owned := File{Name: "alpha", Data: []byte("v"), Mode: 0o440, UID: 12345, GID: 23456}
+	owned := File{Name: "alpha", Data: secret.FromString("v"), Mode: 0o440, UID: 12345, GID: 23456}
 	if !mustWrite(t, d, owned) {
 		t.Fatal("owner change reported unchanged")
 	}
@@ -337,7 +339,7 @@ func TestWriteModeOwner(t *testing.T) {
 		t.Fatal("same owner reported changed")
 	}
 	// -1 leaves the owner alone and does not count as a difference.
-	if mustWrite(t, d, File{Name: "alpha", Data: []byte("v"), Mode: 0o440, UID: -1, GID: -1}) {
+	if mustWrite(t, d, File{Name: "alpha", Data: secret.FromString("v"), Mode: 0o440, UID: -1, GID: -1}) {
 		t.Fatal("UID/GID -1 reported changed")
 	}
 	owned.GID = 23457
@@ -375,12 +377,12 @@ func TestPlantedSymlink(t *testing.T) {
 				t.Fatal(err)
 			}
 			d := openDir(t, Options{Dir: shmDir(t)})
-			mustWrite(t, d, File{Name: "twin", Data: []byte("new"), Mode: 0o644, UID: -1, GID: -1})
+			mustWrite(t, d, File{Name: "twin", Data: secret.FromString("new"), Mode: 0o644, UID: -1, GID: -1})
 			if err := os.Symlink(tt.target(d.dir), d.Path("alpha")); err != nil {
 				t.Fatal(err)
 			}
 			// Same bytes and mode as what the link points to: still a change.
-			if !mustWrite(t, d, File{Name: "alpha", Data: []byte("new"), Mode: 0o644, UID: -1, GID: -1}) {
+			if !mustWrite(t, d, File{Name: "alpha", Data: secret.FromString("new"), Mode: 0o644, UID: -1, GID: -1}) {
 				t.Fatal("a symlink counted as unchanged")
 			}
 			assertContent(t, d.Path("alpha"), "new")
