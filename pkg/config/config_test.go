@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 	"io/fs"
 	"os"
@@ -536,4 +537,26 @@ func TestTemplates(t *testing.T) {
 		t.Fatal("missing template file accepted")
 	}
 	_ = c
+}
+
+// TestManyErrorsCapped: 40 000 duplicate names are all found, and the
+// message lists the first MaxReported and says how many more there are.
+func TestManyErrorsCapped(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("output: {dir: /a}\nsecrets:\n")
+	for range 40000 {
+		b.WriteString("- {name: A, ref: \"file:///a\"}\n")
+	}
+	_, err := Parse("x.yaml", []byte(b.String()))
+	var es Errors
+	if !errors.As(err, &es) || len(es) < 39999 {
+		t.Fatalf("found %d problems", len(es))
+	}
+	msg := err.Error()
+	if n := strings.Count(msg, "\n"); n != MaxReported {
+		t.Errorf("%d lines, want %d and a summary", n+1, MaxReported+1)
+	}
+	if !strings.HasSuffix(msg, fmt.Sprintf("and %d more problem(s)", len(es)-MaxReported)) {
+		t.Errorf("message ends %q", msg[len(msg)-60:])
+	}
 }

@@ -39,12 +39,24 @@ func (e *Error) Error() string {
 // sorted by position, so a user can fix them all in one pass.
 type Errors []*Error
 
+// MaxReported is how many problems Error lists before "and N more": a
+// generated config with thousands of the same mistake gets a readable
+// answer, in time linear in the problems found.
+const MaxReported = 100
+
 func (es Errors) Error() string {
-	lines := make([]string, len(es))
+	var b strings.Builder
 	for i, e := range es {
-		lines[i] = e.Error()
+		if i == MaxReported {
+			fmt.Fprintf(&b, "\nand %d more problem(s)", len(es)-MaxReported)
+			break
+		}
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
 	}
-	return strings.Join(lines, "\n")
+	return b.String()
 }
 
 func (es Errors) sort() {
