@@ -125,7 +125,7 @@ func (in *Injector) mutate(ctx context.Context, namespace string, pod *corev1.Po
 	case sel == nil:
 		return Result{Reason: reasonNotSelected}, nil
 	}
-	cfg, err := in.sidecarConfig(ctx, namespace, sel.configMap)
+	cfg, err := in.sidecarConfig(ctx, namespace, sel)
 	if err != nil {
 		return Result{}, err
 	}
@@ -143,11 +143,12 @@ func (in *Injector) mutate(ctx context.Context, namespace string, pod *corev1.Po
 // sidecarConfig loads and validates the sidecar config of a ConfigMap, so
 // a pod whose sidecar could not start is refused now, with the config's
 // own error and its line:column.
-func (in *Injector) sidecarConfig(ctx context.Context, namespace, name string) (*config.Config, error) {
+func (in *Injector) sidecarConfig(ctx context.Context, namespace string, sel *selection) (*config.Config, error) {
+	name := sel.configMap
 	data, err := in.o.ConfigMaps.ConfigMap(ctx, namespace, name)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return nil, refuse(ReasonConfigMissing, "ConfigMap %s/%s (annotation %s) does not exist; create it with the sidecar config under key %s", namespace, name, AnnotationConfig, ConfigKey)
+		return nil, refuse(ReasonConfigMissing, "ConfigMap %s/%s (%s) does not exist; create it with the sidecar config under key %s", namespace, name, sel.configFrom, ConfigKey)
 	case err != nil:
 		return nil, refuse(ReasonAPIError, "read ConfigMap %s/%s: %v", namespace, name, err)
 	}

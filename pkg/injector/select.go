@@ -69,6 +69,7 @@ func refuse(reason, format string, args ...any) *Refusal {
 type selection struct {
 	policy        string // "" when selected by annotation only
 	configMap     string
+	configFrom    string // what named the ConfigMap, for messages
 	containers    []string // empty: every container
 	replaceVolume string
 }
@@ -110,13 +111,14 @@ func (c *Config) selectPod(namespace string, pod *corev1.Pod) (sel *selection, a
 	}
 	sel = &selection{}
 	if p != nil {
-		sel = &selection{policy: p.Name, configMap: p.ConfigMap, containers: p.Containers, replaceVolume: p.ReplaceVolume}
+		sel = &selection{policy: p.Name, configMap: p.ConfigMap, containers: p.Containers, replaceVolume: p.ReplaceVolume,
+			configFrom: fmt.Sprintf("injector policy %q", p.Name)}
 	}
 	if v, ok := ann[AnnotationConfig]; ok {
 		if msg := checkName(AnnotationConfig, v, validation.IsDNS1123Subdomain); msg != "" {
 			return nil, false, refuse(ReasonBadAnnotation, "annotation %s: want the name of a ConfigMap in namespace %s", msg, namespace)
 		}
-		sel.configMap = v
+		sel.configMap, sel.configFrom = v, "annotation "+AnnotationConfig
 	}
 	if sel.configMap == "" {
 		return nil, false, refuse(ReasonBadAnnotation, "annotation %s is \"true\" but %s names no ConfigMap; want %s", AnnotationInject, AnnotationConfig, injectAnnotations)
