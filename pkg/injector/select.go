@@ -69,7 +69,7 @@ func refuse(reason, format string, args ...any) *Refusal {
 type selection struct {
 	policy        string // "" when selected by annotation only
 	configMap     string
-	configFrom    string // what named the ConfigMap, for messages
+	configFrom    string   // what named the ConfigMap, for messages
 	containers    []string // empty: every container
 	replaceVolume string
 }
