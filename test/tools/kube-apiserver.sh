@@ -49,15 +49,18 @@ fi
 export GOWORK=off GOFLAGS=-buildvcs=false CGO_ENABLED=0
 cd "${HERE}/kube-apiserver"
 
-# To bump the version: edit VERSION and the require in kube-apiserver/go.mod,
-# then run once with KUBE_APISERVER_SH_TIDY=1: the replaces are rewritten
-# from the new k8s.io/kubernetes go.mod and go.sum is regenerated.
+# To bump the version: edit VERSION, then run once with
+# KUBE_APISERVER_SH_TIDY=1: kube-apiserver/go.mod is rewritten with the
+# replaces read from the new k8s.io/kubernetes go.mod, and go.sum regenerated.
 if [[ "${KUBE_APISERVER_SH_TIDY:-}" == 1 ]]; then
 	dir=$(go mod download -json "k8s.io/kubernetes@v${VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-	go mod edit $(go mod edit -json | sed -n 's/^[[:space:]]*"Path": "\(k8s.io\/[^"]*\)"$/-dropreplace=\1/p' | sort -u)
+	goline=$(grep '^go ' go.mod)
+	printf 'module %s\n\n%s\n\ntool k8s.io/kubernetes/cmd/kube-apiserver\n\nrequire k8s.io/kubernetes v%s\n' \
+		"github.com/phase-sidecar/phase-sidecar/test/tools/kube-apiserver" "${goline}" "${VERSION}" >go.mod
 	for m in $(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "${dir}/go.mod"); do
 		go mod edit -replace "${m}=${m}@v0.${VERSION#1.}"
 	done
+	rm -f go.sum
 	go mod tidy
 fi
 

@@ -10,9 +10,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -90,86 +87,5 @@ func TestJWTAuth(t *testing.T) {
 	s = newSource(t, d, config.Vault{Auth: config.VaultAuth{Method: "jwt", Mount: mount, Role: "app", JWTFile: file}}, Options{})
 	if _, err := s.Fetch(t.Context(), testenv.Ref(t, f.ref)); err == nil {
 		t.Error("a JWT with the wrong subject logged in")
-	}
-}
-
-// TestKubernetesAuth logs in with Vault's kubernetes method; a minimal HTTPS
-// TokenReview responder stands in for the kube-apiserver.
-func TestKubernetesAuth(t *testing.T) {
-	d := vaultDev(t)
-	f := newKVFixture(t, d)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	saToken := signJWT(t, key, map[string]any{
-		"iss":                                    "kubernetes/serviceaccount",
-		"sub":                                    "system:serviceaccount:default:app",
-		"kubernetes.io/serviceaccount/namespace": "default",
-		"kubernetes.io/serviceaccount/service-account.name": "app",
-		"kubernetes.io/serviceaccount/service-account.uid":  "uid-app",
-		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
-	})
-
-	reviews := make(chan string, 10)
-	apiserver := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Path != "/apis/authentication.k8s.io/v1/tokenreviews" {
-			http.NotFound(w, r)
-			return
-		}
-		var review struct {
-			Spec struct {
-				Token string `json:"token"`
-			} `json:"spec"`
-		}
-		b, _ := io.ReadAll(r.Body)
-		_ = json.Unmarshal(b, &review)
-		status := map[string]any{"authenticated": false}
-		if review.Spec.Token == saToken {
-			status = map[string]any{
-				"authenticated": true,
-				"user": map[string]any{
-					"username": "system:serviceaccount:default:app",
-					"uid":      "uid-app",
-					"groups":   []string{"system:serviceaccounts", "system:serviceaccounts:default"},
-				},
-			}
-		}
-		reviews <- r.Header.Get("Authorization")
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{
-			"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status,
-		})
-	}))
-	t.Cleanup(apiserver.Close)
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: apiserver.Certificate().Raw})
-
-	mount := unique("kubernetes")
-	d.enableAuth(t, mount, "kubernetes")
-	d.write(t, "auth/"+mount+"/config", map[string]any{
-		"kubernetes_host":        apiserver.URL,
-		"kubernetes_ca_cert":     string(ca),
-		"token_reviewer_jwt":     "reviewer-token",
-		"disable_local_ca_jwt":   true,
-		"disable_iss_validation": true,
-	})
-	d.write(t, "auth/"+mount+"/role/app", map[string]any{
-		"bound_service_account_names":      "app",
-		"bound_service_account_namespaces": "default",
-		"token_policies":                   f.policy,
-		"token_ttl":                        "1h",
-	})
-	file := filepath.Join(t.TempDir(), "token")
-	writeFile(t, file, saToken)
-	s := newSource(t, d, config.Vault{Auth: config.VaultAuth{Method: "kubernetes", Mount: mount, Role: "app", JWTFile: file}}, Options{})
-	f.fetch(t, s)
-	select {
-	case authz := <-reviews:
-		if authz != "Bearer reviewer-token" {
-			t.Errorf("TokenReview Authorization = %q", authz)
-		}
-	default:
-		t.Error("Vault did not call the TokenReview API")
 	}
 }
