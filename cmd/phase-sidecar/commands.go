@@ -78,6 +78,9 @@ func setup(ctx context.Context, cfg *config.Config, log *slog.Logger, daemon boo
 	p.metrics = metrics.New(p.reg, v, r)
 	log.Info("starting", "version", v, "path", cfg.Path)
 	p.sink, err = sink.Open(sink.Options{Dir: cfg.Output.Dir, AllowDisk: cfg.Output.AllowDisk, Logger: log})
+	if errors.Is(err, sink.ErrDisk) {
+		return nil, usageError{err} // a configuration problem: exit 2
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -301,6 +304,12 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	if !cfg.Output.AllowDisk {
+		if err := sink.CheckDisk(cfg.Output.Dir); err != nil {
+			// validate touches nothing; run refuses this with exit 2.
+			fmt.Fprintf(stderr, "warning: %s: output.dir: %v (run refuses it)\n", cfg.Path, err)
+		}
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d secrets)\n", cfg.Path, len(cfg.Secrets))
 	return nil

@@ -743,6 +743,9 @@ func (d *decoder) reload(m *mapping, r *Reload) {
 	r.Supervise = Supervise{Signal: "SIGHUP", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second}
 	if sv, walk := m.sub("supervise"); walk {
 		d.supervise(&sv, &r.Supervise)
+		if sv.n != nil && len(methods) > 0 && !d.recording() {
+			d.errorf(sv.n, "reload.supervise", "reload.supervise is how `run -- APP` tells the app it starts itself; with signal, http or exec set too the app would be told twice, and run refuses it: keep supervise (and start the app after --) or the other method")
+		}
 	}
 	if len(methods) > 1 && !d.recording() {
 		d.errorf(methods[1], "reload", "set at most one of signal, http and exec")

@@ -91,6 +91,31 @@ func Open(o Options) (*Dir, error) {
 	return d, nil
 }
 
+// ErrDisk: the output directory is not memory-backed and output.allow_disk
+// is false. A configuration problem: the caller exits as for a bad config.
+var ErrDisk = errors.New("output directory on disk")
+
+func diskError(dir, fsName string) error {
+	return fmt.Errorf("sink: output directory %q is on %s, not tmpfs or ramfs, so secrets would reach the disk: "+
+		"mount a tmpfs there (Kubernetes: an emptyDir with medium: Memory; Docker: --tmpfs) or set output.allow_disk: true: %w", dir, fsName, ErrDisk)
+}
+
+// CheckDisk looks at dir without touching it, for validate: an error
+// wrapping ErrDisk when dir exists on a disk-backed file system; nil when
+// it is memory-backed or does not exist yet.
+func CheckDisk(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil // made (or refused) at run time
+	}
+	defer f.Close()
+	name, memory, err := fsType(f)
+	if err != nil || memory {
+		return nil
+	}
+	return diskError(dir, name)
+}
+
 func (d *Dir) start(allowDisk bool) error {
 	fsName, memory, err := fsType(d.self)
 	if err != nil {
@@ -98,8 +123,7 @@ func (d *Dir) start(allowDisk bool) error {
 	}
 	if !memory {
 		if !allowDisk {
-			return fmt.Errorf("sink: output directory %q is on %s, not tmpfs or ramfs, so secrets would reach the disk: "+
-				"mount a tmpfs there (Kubernetes: an emptyDir with medium: Memory; Docker: --tmpfs) or set output.allow_disk: true", d.dir, fsName)
+			return diskError(d.dir, fsName)
 		}
 		d.logger.Warn("output directory is not tmpfs or ramfs: secrets are written to disk ("+fsName+") because output.allow_disk is true", "path", d.dir)
 	}
