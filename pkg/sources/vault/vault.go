@@ -69,7 +69,6 @@ type Source struct {
 	lead       sources.Lead       // the longest parts of the leads of leased refs: the token's rollover leaves as much room
 	wake       func(sources.Ref)  // set by Watch: asks the engine to fetch a ref now
 	tokenCheck time.Duration
-	checked    time.Time // last token lookup made to notice a revocation
 	// onEvent is a test hook: "login", "renew", "relogin", "lease-capped".
 	onEvent func(string)
 	// objLocks serialise fetches of one leased or PKI object, so that two
