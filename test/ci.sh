@@ -30,12 +30,14 @@ step "tools"
 if ! command -v unshare >/dev/null || ! command -v curl >/dev/null; then
   apt-get update -qq && apt-get install -y -qq util-linux curl >/dev/null
 fi
-# The Vault build is the longest; it runs while the rest installs.
+# The Vault and kube-apiserver builds are the longest; they run while the
+# rest installs.
 test/tools/vault.sh >"$log/vault.out" 2>"$log/vault.err" & vault_pid=$!
+test/tools/kube-apiserver.sh >"$log/kube.out" 2>"$log/kube.err" & kube_pid=$!
 tool STATICCHECK test/tools/staticcheck.sh
 for t in test/tools/*.sh; do
   name=$(basename "$t" .sh)
-  case "$name" in vault|staticcheck) continue ;; esac
+  case "$name" in vault|staticcheck|kube-apiserver) continue ;; esac
   # A script names its variable in a "# env: NAME" line, else PHASE_TEST_<NAME>.
   var=$(sed -n 's/^# env: *\([A-Z0-9_]*\).*/\1/p' "$t" | head -n 1)
   [ -n "$var" ] || var="PHASE_TEST_$(printf '%s' "$name" | tr 'a-z-' 'A-Z_')"
@@ -43,6 +45,8 @@ for t in test/tools/*.sh; do
 done
 if ! wait "$vault_pid"; then echo "ci: test/tools/vault.sh failed:" >&2; tail -40 "$log/vault.err" >&2; exit 1; fi
 export PHASE_TEST_VAULT=$(tail -n 1 "$log/vault.out"); echo "PHASE_TEST_VAULT=$PHASE_TEST_VAULT"
+if ! wait "$kube_pid"; then echo "ci: test/tools/kube-apiserver.sh failed:" >&2; tail -40 "$log/kube.err" >&2; exit 1; fi
+export PHASE_TEST_KUBE_APISERVER=$(tail -n 1 "$log/kube.out"); echo "PHASE_TEST_KUBE_APISERVER=$PHASE_TEST_KUBE_APISERVER"
 
 step "gofmt, go vet, staticcheck"
 bad=$(gofmt -l $(git ls-files '*.go'))
