@@ -175,6 +175,22 @@ func (e *Engine) keep(c *cycle, s *state, obj sources.Object, files []sink.File)
 // as a whole), handles expired values, and tells the listener once, after
 // every file of the cycle is in place.
 func (e *Engine) publish(j *job, c *cycle) {
+	if e.outputLost() {
+		e.mu.Lock()
+		err := e.lost
+		e.mu.Unlock()
+		for _, r := range c.plain {
+			e.m.SecretWriteErrors.WithLabelValues(r.s.labels()...).Inc()
+			e.setError(r.s, err)
+		}
+		for _, members := range c.bundles {
+			for _, r := range members {
+				e.m.SecretWriteErrors.WithLabelValues(r.s.labels()...).Inc()
+				e.setError(r.s, err)
+			}
+		}
+		return
+	}
 	note := func(r rendered, changed bool) {
 		if e.synced(r.s, c.robjs[r.s], changed, c.now, r.existed) {
 			c.changed = append(c.changed, r.s.cfg.Name)
@@ -225,6 +241,28 @@ func (e *Engine) publish(j *job, c *cycle) {
 	if len(c.changed) > 0 && e.change != nil {
 		e.change(Change{Secrets: c.changed, Initial: c.initial})
 	}
+}
+
+// outputLost checks the output directory once per cycle; once it was
+// replaced, nothing more is written (the app no longer sees it), and every
+// required secret counts as missing.
+func (e *Engine) outputLost() bool {
+	err := e.sink.Check()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err == nil {
+		if e.lost != nil {
+			e.log.Info("output directory is back as it was opened; writing again", "path", e.sink.Path(""))
+		}
+		e.lost = nil
+		return false
+	}
+	if e.lost == nil {
+		e.log.Error("the output directory was replaced; not ready, nothing more is written", "path", e.sink.Path(""), "err", err)
+		e.m.Ready.Set(0)
+	}
+	e.lost = err
+	return true
 }
 
 // writeFiles writes the files of one plain secret, stopping at the first

@@ -31,6 +31,7 @@ type Sink interface {
 	Exists(name string) bool
 	Path(name string) string
 	Remove(name string) error
+	Check() error // the output directory is still the one opened
 }
 
 var _ Sink = (*sink.Dir)(nil)
@@ -74,6 +75,7 @@ type Engine struct {
 	breakers map[string]*breaker.Breaker
 
 	mu        sync.Mutex // guards the per-secret status and job scheduling fields
+	lost      error      // the output directory was replaced: nothing written reaches the app
 	wake      chan struct{}
 	readyC    chan struct{}
 	ready     bool

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -184,5 +186,42 @@ func TestBundleOfAnExpandingRef(t *testing.T) {
 	}
 	if f.read(t, "tls/tls.crt") != "C" || f.read(t, "tls/tls.key") != "K" {
 		t.Error("bundle members not written under their own names")
+	}
+}
+
+// TestOutputDirReplacedNotReady: when output.dir is replaced behind the
+// sidecar, it writes nothing more, counts write errors and is not ready.
+func TestOutputDirReplacedNotReady(t *testing.T) {
+	f := newFixture(t, config.Secret{Name: "A", Ref: testenv.Ref(t, "vault://secret/a#v"), Required: true})
+	val := "one"
+	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
+		return kv(map[string]string{"v": val}), nil
+	}}
+	e := f.engine(t, map[string]sources.Source{sources.Vault: src})
+	e.exportSecrets()
+	e.runJobs(context.Background(), e.jobs, true)
+	if len(e.Missing()) != 0 {
+		t.Fatal("not ready after the first sync")
+	}
+	moved := f.dir + ".old"
+	if err := os.Rename(f.dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(f.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	val = "two"
+	e.runJobs(context.Background(), e.jobs, true)
+	if m := e.Missing(); len(m) != 1 {
+		t.Errorf("missing %v after the output directory was replaced", m)
+	}
+	if b, _ := os.ReadFile(filepath.Join(moved, "a")); string(b) != "one" {
+		t.Errorf("the replaced directory was written to: %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "a")); err == nil {
+		t.Error("the new directory was written to through the old handle's name")
+	}
+	if v := testutil.ToFloat64(f.m.SecretWriteErrors.WithLabelValues("A", "vault")); v < 1 {
+		t.Errorf("write errors = %v", v)
 	}
 }

@@ -237,7 +237,7 @@ func (e *Engine) Missing() []string {
 	now := e.now()
 	strict := e.cfg.Readiness != config.ReadinessServeExpired
 	for _, s := range e.secrets {
-		if s.cfg.Required && !s.cfg.InputOnly && (!s.written || s.removed || (strict && s.expired(now))) {
+		if s.cfg.Required && !s.cfg.InputOnly && (e.lost != nil || !s.written || s.removed || (strict && s.expired(now))) {
 			out = append(out, s.cfg.Name)
 		}
 	}

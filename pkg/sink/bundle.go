@@ -58,6 +58,9 @@ func (d *Dir) WriteBundle(bundle string, files []File) (changed bool, err error)
 	if err := checkBundle(bundle, files); err != nil {
 		return false, fmt.Errorf("sink: write bundle %q: %w", bundle, err)
 	}
+	if err := d.Check(); err != nil {
+		return false, err
+	}
 	cur := d.currentVersion(bundle)
 	if cur != "" && d.bundleMatches(cur, files) {
 		return false, nil

@@ -51,7 +51,8 @@ type File struct {
 type Dir struct {
 	dir    string
 	root   *os.Root
-	self   *os.File // the directory itself, kept open to fsync it
+	self   *os.File    // the directory itself, kept open to fsync it
+	selfFI fs.FileInfo // its identity at Open, to notice a replacement
 	logger *slog.Logger
 
 	// atOpen holds the names the directory had when Open listed it, and
@@ -84,11 +85,35 @@ func Open(o Options) (*Dir, error) {
 		root.Close()
 		return nil, openError(dir, err)
 	}
+	if d.selfFI, err = d.self.Stat(); err != nil {
+		d.Close()
+		return nil, openError(dir, err)
+	}
 	if err := d.start(o.AllowDisk); err != nil {
 		d.Close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// ErrMoved: output.dir no longer leads to the directory the sidecar opened
+// (moved, removed, or replaced by another directory or a symlink). Files
+// written into the old one would reach nobody.
+var ErrMoved = errors.New("output directory replaced")
+
+// Check reports, wrapping ErrMoved, when the configured path no longer
+// names the directory that was opened. It costs one lstat.
+func (d *Dir) Check() error {
+	fi, err := os.Lstat(d.dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("sink: output directory %q: %v: %w; the app no longer sees the files: restart the sidecar once the directory is back", d.dir, errors.Unwrap(err), ErrMoved)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("sink: output directory %q is now a symlink: %w; restart the sidecar", d.dir, ErrMoved)
+	case !os.SameFile(fi, d.selfFI):
+		return fmt.Errorf("sink: output directory %q is another directory than the one opened: %w; restart the sidecar", d.dir, ErrMoved)
+	}
+	return nil
 }
 
 // ErrDisk: the output directory is not memory-backed and output.allow_disk
@@ -220,6 +245,9 @@ func (d *Dir) Close() error {
 func (d *Dir) Write(f File) (changed bool, err error) {
 	if err := checkName(f.Name); err != nil {
 		return false, fmt.Errorf("sink: write %q: %w", f.Name, err)
+	}
+	if err := d.Check(); err != nil {
+		return false, err
 	}
 	var old fs.FileInfo
 	if d.mayExist(f.Name) {

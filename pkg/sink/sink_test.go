@@ -556,3 +556,45 @@ func TestRemove(t *testing.T) {
 		t.Fatalf("directory holds %q after removing everything", left)
 	}
 }
+
+// TestOutputDirReplaced: once output.dir is moved, removed or replaced by
+// a symlink, writes fail with ErrMoved instead of going where the app no
+// longer looks.
+func TestOutputDirReplaced(t *testing.T) {
+	for _, how := range []string{"moved", "symlink", "other directory"} {
+		t.Run(how, func(t *testing.T) {
+			parent := t.TempDir()
+			dir := filepath.Join(parent, "out")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			d := openDir(t, Options{Dir: dir, AllowDisk: true})
+			mustWrite(t, d, file("alpha", "one"))
+			if err := d.Check(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(dir, filepath.Join(parent, "old")); err != nil {
+				t.Fatal(err)
+			}
+			switch how {
+			case "symlink":
+				if err := os.Symlink(filepath.Join(parent, "old"), dir); err != nil {
+					t.Fatal(err)
+				}
+			case "other directory":
+				if err := os.Mkdir(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := d.Write(file("alpha", "two")); !errors.Is(err, ErrMoved) {
+				t.Errorf("Write after the directory was %s: %v, want ErrMoved", how, err)
+			}
+			if _, err := d.WriteBundle("tls", pair(1)); !errors.Is(err, ErrMoved) {
+				t.Errorf("WriteBundle: %v, want ErrMoved", err)
+			}
+			if b, _ := os.ReadFile(filepath.Join(parent, "old", "alpha")); string(b) != "one" {
+				t.Errorf("the old directory was written to: %q", b)
+			}
+		})
+	}
+}
