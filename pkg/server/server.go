@@ -49,7 +49,15 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("listen on %q: %w (set listen: or --listen to a free address)", o.Addr, err)
 	}
 	s := &Server{o: o, ln: ln}
-	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		// Scrapers and probes keep connections alive; an idle one is
+		// closed after a while rather than held for ever.
+		IdleTimeout: 2 * time.Minute,
+		// Nothing served here needs large headers: 16 KiB, not 1 MiB.
+		MaxHeaderBytes: 16 << 10,
+	}
 	return s, nil
 }
 

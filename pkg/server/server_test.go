@@ -83,3 +83,14 @@ func TestListenClash(t *testing.T) {
 		t.Fatalf("second listener on %s: %v, want an error naming the fix", a.Addr(), err)
 	}
 }
+
+func TestServerLimits(t *testing.T) {
+	s, err := New(Options{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.ln.Close()
+	if s.srv.IdleTimeout <= 0 || s.srv.MaxHeaderBytes <= 0 || s.srv.MaxHeaderBytes > 64<<10 || s.srv.ReadHeaderTimeout <= 0 {
+		t.Errorf("server limits: idle %v, header bytes %d, read header %v", s.srv.IdleTimeout, s.srv.MaxHeaderBytes, s.srv.ReadHeaderTimeout)
+	}
+}
