@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/render"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
 )
 
 //go:generate go test -run TestSchemaFile -update .
@@ -95,8 +96,8 @@ var fields = map[string]field{
 	"secrets[].template_file": {desc: "The same template read from a file (re-read when it changes), at most max_file_size."},
 	"secrets[].write":         {desc: "false: an input-only secret, fetched and usable in templates, with no file and no NAME_FILE line.", def: true},
 	"secrets[].format":        {desc: "How a whole object (a ref without #field) is written: json, dotenv (KEY='value' lines) or yaml; absent: as the source gives it.", enum: []string{"json", "dotenv", "yaml"}},
-	"secrets[].file":          {desc: "Target file name in output.dir (or in the bundle), at most 255 bytes; default the lower-cased name.", pattern: targetPattern, maxLength: maxName},
-	"secrets[].bundle":        {desc: "Bundle directory, at most 232 bytes: the members of a bundle are published together.", pattern: targetPattern, maxLength: maxBundle},
+	"secrets[].file":          {desc: "Target file name in output.dir (or in the bundle), at most 255 bytes; default the lower-cased name.", pattern: targetPattern, maxLength: sink.MaxName},
+	"secrets[].bundle":        {desc: "Bundle directory, at most 232 bytes: the members of a bundle are published together.", pattern: targetPattern, maxLength: sink.MaxBundle},
 	"secrets[].required":      {desc: "Readiness and `once` wait for this secret.", def: true},
 	"secrets[].refresh":       {desc: "Refresh interval, at least 1s; default the top-level refresh."},
 	"secrets[].max_stale":     {desc: "Staleness threshold; default the top-level max_stale, else 3 × refresh."},

@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v4"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
@@ -373,9 +374,9 @@ func (d *decoder) secret(n *yaml.Node, i int, c *Config) (s Secret, nameN, targe
 		}
 	}
 	if bundleN != nil {
-		msg := badTargetName(s.Bundle)
-		if msg == "" && len(s.Bundle) > maxBundle {
-			msg = fmt.Sprintf("is longer than %d bytes: its versioned directory ..NAME_<unix nanoseconds> must fit in the %d bytes of a file name", maxBundle, maxName)
+		msg := ""
+		if err := sink.CheckBundleName(s.Bundle); err != nil {
+			msg = err.Error()
 		}
 		if msg != "" {
 			d.errorf(bundleN, path+".bundle", "%s", fmt.Sprintf("bundle name %s %s", quoteName(s.Bundle), msg))
@@ -450,31 +451,11 @@ func quoteName(name string) string {
 	return strconv.Quote(name[:limit]) + fmt.Sprintf("… (%d bytes)", len(name))
 }
 
-// maxName is the longest file or directory name, in bytes.
-const maxName = 255
-
-// maxBundle is the longest bundle name: the sink publishes a bundle through
-// a directory named ..NAME_<unix nanoseconds, up to 20 digits>.
-const maxBundle = maxName - len("..") - len("_") - 20
-
-// badTargetName says why name cannot be a file or directory name directly
-// inside the output directory, or returns "".
+// badTargetName says why name cannot be a target file or directory name
+// (sink's one rule), or "".
 func badTargetName(name string) string {
-	switch {
-	case name == "":
-		return "is empty; want a plain file name such as db_password"
-	case strings.ContainsRune(name, 0):
-		return "contains a NUL byte; want a plain file name"
-	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return "contains a control character (below 0x20, or 0x7f), which would break env --format k8s and compose output; want a plain file name"
-	case strings.Contains(name, "/") || strings.Contains(name, `\`):
-		return "contains a slash; want a plain file name, without directories (use bundle: for a directory)"
-	case strings.Contains(name, ".."):
-		return `contains ".."; want a plain file name`
-	case strings.HasPrefix(name, "."):
-		return `starts with "."; names starting with a dot are reserved for the sidecar's own files`
-	case len(name) > maxName:
-		return fmt.Sprintf("is longer than %d bytes, the longest file name Linux file systems accept", maxName)
+	if err := sink.CheckName(name); err != nil {
+		return err.Error()
 	}
 	return ""
 }

@@ -21,9 +21,9 @@ import (
 // ".", so versions and
 // temporary symlinks never clash with targets.
 
-// maxBundle leaves room in a file name for the ".." prefix and the "_<n>"
+// MaxBundle leaves room in a file name for the ".." prefix and the "_<n>"
 // suffix of a version.
-const maxBundle = maxName - 2 - 1 - 20
+const MaxBundle = MaxName - 2 - 1 - 20
 
 func versionName(bundle string, n int64) string {
 	return ".." + bundle + "_" + strconv.FormatInt(n, 10)
@@ -75,11 +75,8 @@ func (d *Dir) WriteBundle(bundle string, files []File) (changed bool, err error)
 }
 
 func checkBundle(bundle string, files []File) error {
-	if err := checkName(bundle); err != nil {
-		return err
-	}
-	if len(bundle) > maxBundle {
-		return fmt.Errorf("bundle name longer than %d bytes", maxBundle)
+	if err := CheckBundleName(bundle); err != nil {
+		return fmt.Errorf("bundle name %w", err)
 	}
 	if len(files) == 0 {
 		return errors.New("no members")

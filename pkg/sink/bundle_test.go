@@ -237,7 +237,7 @@ func TestBundleRefusesBadInput(t *testing.T) {
 	}{
 		{"no members", "tls", nil},
 		{"duplicate member", "tls", []File{file("a", "1"), file("a", "2")}},
-		{"bundle name too long", strings.Repeat("b", maxBundle+1), pair(1)},
+		{"bundle name too long", strings.Repeat("b", MaxBundle+1), pair(1)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

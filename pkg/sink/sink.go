@@ -28,8 +28,8 @@ import (
 // and Open removes whatever a crash left behind under it.
 const tmpPrefix = ".phase-sidecar-tmp-"
 
-// maxName is the longest file name most Linux filesystems accept.
-const maxName = 255
+// MaxName is the longest file name most Linux filesystems accept.
+const MaxName = 255
 
 // Options configures Open.
 type Options struct {
@@ -397,27 +397,41 @@ func (d *Dir) Remove(name string) error {
 	return nil
 }
 
-// checkName refuses names that could leave the directory or collide with the
-// sink's own hidden entries. Config validation refuses them too; this is
-// defence in depth.
-// CheckName reports why name cannot be a target, or nil: empty, longer than
-// 255 bytes, containing "..", "/" or NUL, or starting with ".".
+// CheckName is the one rule for target and bundle names, used by config
+// to refuse them and here as defence in depth: a name that could leave the
+// directory, collide with the sink's own hidden entries (".…"), break
+// env's output, or not fit a file name. The error says what is wrong and
+// what is wanted.
 func CheckName(name string) error { return checkName(name) }
 
 func checkName(name string) error {
 	switch {
 	case name == "":
-		return errors.New("empty name")
-	case len(name) > maxName:
-		return fmt.Errorf("name longer than %d bytes", maxName)
-	case strings.Contains(name, ".."):
-		return errors.New("name contains \"..\"")
-	case strings.ContainsRune(name, '/'):
-		return errors.New("name contains \"/\"")
+		return errors.New("is empty; want a plain file name such as db_password")
 	case strings.ContainsRune(name, 0):
-		return errors.New("name contains a NUL byte")
-	case name[0] == '.':
-		return errors.New("name starts with \".\"")
+		return errors.New("contains a NUL byte; want a plain file name")
+	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return errors.New("contains a control character (below 0x20, or 0x7f), which would break env --format k8s and compose output; want a plain file name")
+	case strings.Contains(name, "/") || strings.Contains(name, `\`):
+		return errors.New("contains a slash; want a plain file name, without directories (use bundle: for a directory)")
+	case strings.Contains(name, ".."):
+		return errors.New(`contains ".."; want a plain file name`)
+	case strings.HasPrefix(name, "."):
+		return errors.New(`starts with "."; names starting with a dot are reserved for the sidecar's own files`)
+	case len(name) > MaxName:
+		return fmt.Errorf("is longer than %d bytes, the longest file name Linux file systems accept", MaxName)
+	}
+	return nil
+}
+
+// CheckBundleName is CheckName for a bundle directory, which must leave
+// room for its versioned directory's name.
+func CheckBundleName(name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if len(name) > MaxBundle {
+		return fmt.Errorf("is longer than %d bytes: its versioned directory ..NAME_<unix nanoseconds> must fit in the %d bytes of a file name", MaxBundle, MaxName)
 	}
 	return nil
 }
