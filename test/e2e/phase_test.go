@@ -324,8 +324,10 @@ func rqApps(t *testing.T, env func() []string) []phaseApp {
 
 var serverReady = regexp.MustCompile(`server ready (\d+)`)
 
-// nextApps start the frontend's tree: a node process like yarn's running
-// sh -c "node server.js", whose server retitles itself as Next.js does.
+// nextApps start the frontend: Phase's tree, a node process like yarn's
+// running sh -c "node server.js"; and node server.js alone, as images of
+// Next.js's standalone output run it. The server retitles itself as
+// Next.js does.
 func nextApps(t *testing.T, env func() []string) []phaseApp {
 	node := testenv.Tool(t, "PHASE_TEST_NODE", "node")
 	dir := filepath.Join(phaseDir(t), "frontend")
@@ -348,7 +350,12 @@ func nextApps(t *testing.T, env func() []string) []phaseApp {
 			return p.count("yarn got ") + p.count("server got ") - p.count("server got SIGTERM")
 		},
 	}
-	return []phaseApp{app, app}
+	standalone := app
+	standalone.variant = "node server.js (standalone), next-server"
+	standalone.start = func(t *testing.T) *phaseProc {
+		return startPhaseProc(t, node, []string{"node", "server.js"}, dir, env()...)
+	}
+	return []phaseApp{app, standalone}
 }
 
 var signalSent = regexp.MustCompile(`signal sent.*\bpid"?[=:](\d+)`)
