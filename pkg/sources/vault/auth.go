@@ -20,13 +20,9 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
-
-// defaultServiceAccountToken is where Kubernetes mounts the pod's token.
-const defaultServiceAccountToken = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 // tokenFilePoll is how often Run re-reads token_file for a new token.
 var tokenFilePoll = 30 * time.Second
@@ -36,7 +32,7 @@ var tokenFilePoll = 30 * time.Second
 // token nears its max TTL or Vault rejects it.
 type auth struct {
 	s     *Source
-	cfg   config.VaultAuth
+	cfg   Auth
 	creds aws.CredentialsProvider
 	// login returns a login response; nil for method token.
 	login   func(ctx context.Context, c *api.Client) (*api.Secret, error)
@@ -68,32 +64,15 @@ type token struct {
 	relogin   bool      // at refreshAt log in again instead of renewing
 }
 
-func newAuth(s *Source, cfg config.VaultAuth, creds aws.CredentialsProvider) (*auth, error) {
+func newAuth(s *Source, cfg Auth, creds aws.CredentialsProvider) (*auth, error) {
 	a := &auth{s: s, cfg: cfg, creds: creds, changed: make(chan struct{}, 1)}
 	switch cfg.Method {
-	case "token":
+	case "", "token":
 	case "approle":
-		if cfg.RoleIDFile == "" || cfg.SecretIDFile == "" {
-			return nil, errors.New("vault: auth method approle needs role_id_file and secret_id_file")
-		}
 		a.login = a.approle
-	case "kubernetes":
-		if cfg.Role == "" {
-			return nil, errors.New("vault: auth method kubernetes needs role")
-		}
-		if a.cfg.JWTFile == "" {
-			a.cfg.JWTFile = defaultServiceAccountToken
-		}
-		a.login = a.jwt
-	case "jwt":
-		if cfg.Role == "" || cfg.JWTFile == "" {
-			return nil, errors.New("vault: auth method jwt needs role and jwt_file")
-		}
+	case "kubernetes", "jwt":
 		a.login = a.jwt
 	case "aws":
-		if cfg.Role == "" {
-			return nil, errors.New("vault: auth method aws needs role")
-		}
 		if creds == nil {
 			return nil, errors.New("vault: auth method aws needs AWS credentials (sources.aws)")
 		}

@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 )
 
@@ -43,7 +42,7 @@ func (f kvFixture) fetch(t *testing.T, s *Source) {
 }
 
 // approle sets up an AppRole role and returns the auth config for it.
-func approle(t *testing.T, d *devServer, policy string, role map[string]any) config.VaultAuth {
+func approle(t *testing.T, d *devServer, policy string, role map[string]any) Auth {
 	t.Helper()
 	mount := unique("approle")
 	d.enableAuth(t, mount, "approle")
@@ -56,7 +55,7 @@ func approle(t *testing.T, d *devServer, policy string, role map[string]any) con
 	}
 	secretID := d.write(t, "auth/"+mount+"/role/"+name+"/secret-id", nil)
 	dir := t.TempDir()
-	cfg := config.VaultAuth{
+	cfg := Auth{
 		Method:       "approle",
 		Mount:        mount,
 		RoleIDFile:   filepath.Join(dir, "role_id"),
@@ -80,7 +79,7 @@ func TestTokenRenewal(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, "test", "test")
 	auth := approle(t, d, f.policy, map[string]any{"token_ttl": "3s", "token_max_ttl": "1h"})
-	s := newSource(t, d, config.Vault{Auth: auth}, Options{Metrics: m})
+	s := newSource(t, d, Config{Auth: auth}, Options{Metrics: m})
 	ev := events(s)
 	runSource(t, s)
 	waitEvent(t, ev, "login")
@@ -105,7 +104,7 @@ func TestTokenMaxTTL(t *testing.T) {
 	d := vaultDev(t)
 	f := newKVFixture(t, d)
 	auth := approle(t, d, f.policy, map[string]any{"token_ttl": "3s", "token_max_ttl": "5s"})
-	s := newSource(t, d, config.Vault{Auth: auth}, Options{})
+	s := newSource(t, d, Config{Auth: auth}, Options{})
 	ev := events(s)
 	runSource(t, s)
 	waitEvent(t, ev, "login")
@@ -141,7 +140,7 @@ func TestRevokedTokenLogsInAgain(t *testing.T) {
 				writeFile(t, auth.SecretIDFile, sec.WrapInfo.Token)
 				auth.WrappedSecretID = true
 			}
-			s := newSource(t, d, config.Vault{Auth: auth}, Options{})
+			s := newSource(t, d, Config{Auth: auth}, Options{})
 			ev := events(s)
 			f.fetch(t, s)
 			waitEvent(t, ev, "login")
@@ -157,7 +156,7 @@ func TestRevokedTokenLogsInAgain(t *testing.T) {
 }
 
 // roleOf finds the role name of an approle config by its role_id.
-func roleOf(t *testing.T, d *devServer, auth config.VaultAuth) string {
+func roleOf(t *testing.T, d *devServer, auth Auth) string {
 	t.Helper()
 	list, err := d.root.Logical().List("auth/" + auth.Mount + "/role")
 	if err != nil || list == nil {
@@ -173,7 +172,7 @@ func TestTokenFile(t *testing.T) {
 	f := newKVFixture(t, d)
 	file := filepath.Join(t.TempDir(), "token")
 	writeFile(t, file, d.childToken(t, "1h", f.policy)+"\n")
-	s := newSource(t, d, config.Vault{Auth: config.VaultAuth{Method: "token", TokenFile: file}}, Options{})
+	s := newSource(t, d, Config{Auth: Auth{Method: "token", TokenFile: file}}, Options{})
 	f.fetch(t, s)
 	old := s.client.Token()
 	if err := d.root.Auth().Token().RevokeTreeWithContext(context.Background(), old); err != nil {
@@ -195,7 +194,7 @@ func TestTokenFileWatched(t *testing.T) {
 	poll := tokenFilePoll
 	t.Cleanup(func() { tokenFilePoll = poll }) // after Run has stopped
 	tokenFilePoll = 50 * time.Millisecond
-	s := newSource(t, d, config.Vault{Auth: config.VaultAuth{Method: "token", TokenFile: file}}, Options{})
+	s := newSource(t, d, Config{Auth: Auth{Method: "token", TokenFile: file}}, Options{})
 	ev := events(s)
 	runSource(t, s)
 	waitEvent(t, ev, "login")
@@ -214,7 +213,7 @@ func TestConcurrentFetchesShareOneLogin(t *testing.T) {
 	d := vaultDev(t)
 	f := newKVFixture(t, d)
 	auth := approle(t, d, f.policy, map[string]any{"token_ttl": "1h"})
-	s := newSource(t, d, config.Vault{Auth: auth}, Options{})
+	s := newSource(t, d, Config{Auth: auth}, Options{})
 	c := countRequests(s)
 	var wg sync.WaitGroup
 	for range 20 {

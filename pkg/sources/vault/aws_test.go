@@ -16,7 +16,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
 
@@ -130,13 +129,13 @@ func TestAWSAuth(t *testing.T) {
 		"token_policies":          f.policy,
 		"token_ttl":               "1h",
 	})
-	s := newSource(t, d, config.Vault{Auth: config.VaultAuth{
+	s := newSource(t, d, Config{Auth: Auth{
 		Method: "aws", Mount: mount, Role: "app", ServerIDHeader: "vault.phase.test",
 	}}, Options{AWSCredentials: creds})
 	f.fetch(t, s)
 
 	// Without the server ID header Vault refuses the login.
-	s = newSource(t, d, config.Vault{Auth: config.VaultAuth{Method: "aws", Mount: mount, Role: "app"}}, Options{AWSCredentials: creds})
+	s = newSource(t, d, Config{Auth: Auth{Method: "aws", Mount: mount, Role: "app"}}, Options{AWSCredentials: creds})
 	if _, err := s.Fetch(t.Context(), testenv.Ref(t, f.ref)); err == nil {
 		t.Error("a login without the server ID header succeeded")
 	} else {

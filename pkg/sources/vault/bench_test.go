@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
@@ -38,7 +37,7 @@ func kvPaths(b *testing.B, d *devServer, paths, fields int) (mount string, group
 func BenchmarkFetch1000Over100Paths(b *testing.B) {
 	d := vaultDev(b)
 	_, groups := kvPaths(b, d, 100, 10)
-	s := newSource(b, d, config.Vault{}, Options{Logger: slog.New(slog.DiscardHandler)})
+	s := newSource(b, d, Config{}, Options{Logger: slog.New(slog.DiscardHandler)})
 	c := countRequests(s)
 	ctx := context.Background()
 	cycle := func() {
@@ -74,7 +73,7 @@ func BenchmarkKV2MetadataFirst(b *testing.B) {
 	mount, groups := kvPaths(b, d, 100, 10)
 	for _, changed := range []int{0, 100} {
 		b.Run(fmt.Sprintf("changed=%d%%", changed), func(b *testing.B) {
-			s := newSource(b, d, config.Vault{}, Options{Logger: slog.New(slog.DiscardHandler)})
+			s := newSource(b, d, Config{}, Options{Logger: slog.New(slog.DiscardHandler)})
 			c := countRequests(s)
 			if _, err := s.auth.ensure(context.Background()); err != nil {
 				b.Fatal(err)

@@ -13,8 +13,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 )
 
 // signJWT signs claims with ES256.
@@ -76,7 +74,7 @@ func TestJWTAuth(t *testing.T) {
 		"iat": now.Unix(),
 		"exp": now.Add(time.Hour).Unix(),
 	}))
-	s := newSource(t, d, config.Vault{Auth: config.VaultAuth{Method: "jwt", Mount: mount, Role: "app", JWTFile: file}}, Options{})
+	s := newSource(t, d, Config{Auth: Auth{Method: "jwt", Mount: mount, Role: "app", JWTFile: file}}, Options{})
 	f.fetch(t, s)
 
 	// A JWT for another subject is refused with an auth error.
@@ -84,7 +82,7 @@ func TestJWTAuth(t *testing.T) {
 		"sub": "system:serviceaccount:default:other", "aud": "phase-sidecar",
 		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
 	}))
-	s = newSource(t, d, config.Vault{Auth: config.VaultAuth{Method: "jwt", Mount: mount, Role: "app", JWTFile: file}}, Options{})
+	s = newSource(t, d, Config{Auth: Auth{Method: "jwt", Mount: mount, Role: "app", JWTFile: file}}, Options{})
 	if _, err := s.Fetch(t.Context(), testenv.Ref(t, f.ref)); err == nil {
 		t.Error("a JWT with the wrong subject logged in")
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 	"github.com/phase-sidecar/phase-sidecar/test/servers"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
@@ -67,7 +66,7 @@ func (ka *kubeAuth) configure(t *testing.T, mount, reviewer string) {
 // with the JWT in file.
 func (ka *kubeAuth) source(t *testing.T, mount, file string) *Source {
 	t.Helper()
-	return newSource(t, ka.d, config.Vault{Auth: config.VaultAuth{Method: "kubernetes", Mount: mount, Role: "backend", JWTFile: file}}, Options{})
+	return newSource(t, ka.d, Config{Auth: Auth{Method: "kubernetes", Mount: mount, Role: "backend", JWTFile: file}}, Options{})
 }
 
 // token is a TokenRequest token of ServiceAccount sa for the Vault audience.

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 	"github.com/phase-sidecar/phase-sidecar/test/servers"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
@@ -32,7 +31,7 @@ func TestKV(t *testing.T) {
 			}
 			put(map[string]any{"password": "s3cr3t-canary-1", "port": 5432, "tags": []string{"a", "b"}})
 
-			s := newSource(t, d, config.Vault{}, Options{})
+			s := newSource(t, d, Config{}, Options{})
 			whole := testenv.Ref(t, "vault://"+mount+"/app")
 			obj, err := s.Fetch(ctx, whole)
 			if err != nil {
@@ -132,7 +131,7 @@ func TestMountLookupOncePerMount(t *testing.T) {
 	for i := range 3 {
 		d.write(t, fmt.Sprintf("%s/data/p%d", mount, i), map[string]any{"data": map[string]any{"k": "v"}})
 	}
-	s := newSource(t, d, config.Vault{}, Options{})
+	s := newSource(t, d, Config{}, Options{})
 	c := countRequests(s)
 	for range 2 {
 		for i := range 3 {
@@ -159,7 +158,7 @@ func TestKVVersionForced(t *testing.T) {
 	d.write(t, mount+"/data/app", map[string]any{"data": map[string]any{"k": "v"}})
 	// A token that may read the data but not look the mount up.
 	tok := d.childToken(t, "1h", d.policy(t, mount+"/data/*"))
-	s := newSource(t, d, config.Vault{KVVersion: 2}, Options{Env: func(k string) string {
+	s := newSource(t, d, Config{KVVersion: 2}, Options{Env: func(k string) string {
 		if k == "VAULT_TOKEN" {
 			return tok
 		}
@@ -216,7 +215,7 @@ func TestErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newSource(t, d, config.Vault{}, Options{Env: func(k string) string {
+			s := newSource(t, d, Config{}, Options{Env: func(k string) string {
 				if k == "VAULT_TOKEN" {
 					return tt.token
 				}
@@ -262,13 +261,13 @@ func TestTLS(t *testing.T) {
 	ca := d.caCert
 	tests := []struct {
 		name string
-		cfg  config.Vault
+		cfg  Config
 		want string // "" for success
 	}{
-		{"ca_cert", config.Vault{CACert: ca}, ""},
-		{"ca_cert and server name", config.Vault{CACert: ca, TLSServerName: "localhost"}, ""},
-		{"no ca_cert", config.Vault{}, "ca_cert"},
-		{"wrong server name", config.Vault{CACert: ca, TLSServerName: "vault.example.com"}, "tls_server_name"},
+		{"ca_cert", Config{CACert: ca}, ""},
+		{"ca_cert and server name", Config{CACert: ca, TLSServerName: "localhost"}, ""},
+		{"no ca_cert", Config{}, "ca_cert"},
+		{"wrong server name", Config{CACert: ca, TLSServerName: "vault.example.com"}, "tls_server_name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

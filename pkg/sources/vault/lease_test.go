@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
@@ -107,7 +106,7 @@ func TestLeasedDatabaseCredentials(t *testing.T) {
 	})
 
 	clk := &clock{}
-	s := newSource(t, d, config.Vault{}, Options{Now: clk.now})
+	s := newSource(t, d, Config{}, Options{Now: clk.now})
 	c := countRequests(s)
 	ctx := context.Background()
 	ref := testenv.Ref(t, "vault://"+mount+"/creds/app")
@@ -186,7 +185,7 @@ func TestPKIBundle(t *testing.T) {
 	d.write(t, mount+"/roles/web", map[string]any{"allowed_domains": "example.com", "allow_subdomains": true, "max_ttl": "1h"})
 
 	clk := &clock{}
-	s := newSource(t, d, config.Vault{}, Options{Now: clk.now})
+	s := newSource(t, d, Config{}, Options{Now: clk.now})
 	c := countRequests(s)
 	ctx := context.Background()
 	ref := testenv.Ref(t, "vault://"+mount+"/issue/web?common_name=app.example.com&ttl=10m")
@@ -271,7 +270,7 @@ func TestPKIParamsOnlyForIssue(t *testing.T) {
 	mount := unique("kv")
 	d.enable(t, mount, "kv", map[string]string{"version": "1"})
 	d.write(t, mount+"/app", map[string]any{"k": "v"})
-	s := newSource(t, d, config.Vault{}, Options{})
+	s := newSource(t, d, Config{}, Options{})
 	_, err := s.Fetch(context.Background(), testenv.Ref(t, "vault://"+mount+"/app?common_name=x"))
 	if err == nil || !strings.Contains(err.Error(), "PKI issue paths") {
 		t.Errorf("err = %v", err)
@@ -294,7 +293,7 @@ func TestLeaseNearMaxTTL(t *testing.T) {
 		"default_ttl": "4s", "max_ttl": "5s",
 	})
 	clk := &clock{}
-	s := newSource(t, d, config.Vault{}, Options{Now: clk.now})
+	s := newSource(t, d, Config{}, Options{Now: clk.now})
 	c := countRequests(s)
 	ref := testenv.Ref(t, "vault://"+mount+"/creds/app")
 	first, err := s.Fetch(context.Background(), ref)

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 	"github.com/phase-sidecar/phase-sidecar/test/servers"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
@@ -74,7 +73,7 @@ func TestLeasesFollowTheTokenRollover(t *testing.T) {
 	port, ref := redisRole(t, d, "1h", "24h")
 	pol := d.policy(t, ref.Path)
 	auth := approle(t, d, pol, map[string]any{"token_ttl": "4s", "token_max_ttl": "8s"})
-	s := newSource(t, d, config.Vault{Auth: auth}, Options{})
+	s := newSource(t, d, Config{Auth: auth}, Options{})
 	ev := events(s)
 	w := watch(t, s)
 	ctx := context.Background()
@@ -131,7 +130,7 @@ func TestRevokedTokenNoticed(t *testing.T) {
 	port, ref := redisRole(t, d, "1h", "24h")
 	pol := d.policy(t, ref.Path)
 	auth := approle(t, d, pol, map[string]any{"token_ttl": "1h", "token_max_ttl": "24h"})
-	s := newSource(t, d, config.Vault{Auth: auth}, Options{TokenCheck: time.Millisecond})
+	s := newSource(t, d, Config{Auth: auth}, Options{TokenCheck: time.Millisecond})
 	ev := events(s)
 	ctx := context.Background()
 	first, err := s.Fetch(ctx, ref)
@@ -163,7 +162,7 @@ func TestCappedLeaseReplacedWithRoom(t *testing.T) {
 	_, ref := redisRole(t, d, "6s", "8s")
 	ref.Lead = sources.Lead{Reload: time.Second}
 	clk := &clock{}
-	s := newSource(t, d, config.Vault{}, Options{Now: clk.now})
+	s := newSource(t, d, Config{}, Options{Now: clk.now})
 	ev := events(s)
 	ctx := context.Background()
 	first, err := s.Fetch(ctx, ref)
@@ -196,7 +195,7 @@ func TestRateLimitQuotaRetryAfter(t *testing.T) {
 	// Vault sends Retry-After only when the operator enables the headers.
 	d.write(t, "sys/quotas/config", map[string]any{"enable_rate_limit_response_headers": true})
 	d.write(t, "sys/quotas/rate-limit/"+unique("q"), map[string]any{"path": mount + "/", "rate": 1, "interval": "30s", "block_interval": "30s"})
-	s := newSource(t, d, config.Vault{}, Options{})
+	s := newSource(t, d, Config{}, Options{})
 	ref := testenv.Ref(t, "vault://"+mount+"/app#k")
 	var err error
 	for range 5 {
@@ -223,7 +222,7 @@ func TestClientRateLimit(t *testing.T) {
 	mount := unique("kv")
 	d.enable(t, mount, "kv", map[string]string{"version": "1"})
 	d.write(t, mount+"/app", map[string]any{"k": "v"})
-	s := newSource(t, d, config.Vault{RateLimit: 2, RateBurst: 1, KVVersion: 1}, Options{})
+	s := newSource(t, d, Config{RateLimit: 2, RateBurst: 1, KVVersion: 1}, Options{})
 	c := countRequests(s)
 	ref := testenv.Ref(t, "vault://"+mount+"/app#k")
 	start := time.Now()

@@ -14,7 +14,6 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/test/servers"
 )
 
@@ -138,7 +137,7 @@ func (c *clock) jump(to time.Time) { c.off.Store(int64(time.Until(to))) }
 
 // newSource builds a Source on d with cfg (the address filled in). Without
 // an auth method it uses the root token through VAULT_TOKEN.
-func newSource(t testing.TB, d *devServer, cfg config.Vault, o Options) *Source {
+func newSource(t testing.TB, d *devServer, cfg Config, o Options) *Source {
 	t.Helper()
 	cfg.Address = "http://" + d.addr
 	if o.Env == nil {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
@@ -85,15 +84,13 @@ func TestObjectOf(t *testing.T) {
 func TestNewConfigErrors(t *testing.T) {
 	tests := []struct {
 		name string
-		cfg  config.Vault
+		cfg  Config
 		text string
 	}{
-		{"no address", config.Vault{}, "VAULT_ADDR"},
-		{"unknown method", config.Vault{Address: "http://v", Auth: config.VaultAuth{Method: "ldap"}}, "unknown auth method"},
-		{"approle without files", config.Vault{Address: "http://v", Auth: config.VaultAuth{Method: "approle"}}, "role_id_file"},
-		{"jwt without file", config.Vault{Address: "http://v", Auth: config.VaultAuth{Method: "jwt", Role: "r"}}, "jwt_file"},
-		{"aws without credentials", config.Vault{Address: "http://v", Auth: config.VaultAuth{Method: "aws", Role: "r"}}, "AWS credentials"},
-		{"missing CA file", config.Vault{Address: "https://v", CACert: "/nonexistent/ca.pem"}, "ca_cert"},
+		{"no address", Config{}, "VAULT_ADDR"},
+		{"unknown method", Config{Address: "http://v", Auth: Auth{Method: "ldap"}}, "unknown auth method"},
+		{"aws without credentials", Config{Address: "http://v", Auth: Auth{Method: "aws", Role: "r"}}, "AWS credentials"},
+		{"missing CA file", Config{Address: "https://v", CACert: "/nonexistent/ca.pem"}, "ca_cert"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -105,9 +102,11 @@ func TestNewConfigErrors(t *testing.T) {
 	}
 }
 
-func TestNewUsesEnv(t *testing.T) {
-	env := map[string]string{"VAULT_ADDR": "http://127.0.0.1:1", "VAULT_NAMESPACE": "team-a"}
-	s, err := New(config.Vault{}, Options{Env: func(k string) string { return env[k] }})
+// TestNewTakesNoTokenFromTheEnvironment: the API client reads VAULT_TOKEN
+// from the process environment; the source clears it and decides itself.
+func TestNewTakesNoTokenFromTheEnvironment(t *testing.T) {
+	t.Setenv("VAULT_TOKEN", "s3cr3t-canary-env-token")
+	s, err := New(Config{Address: "http://127.0.0.1:1", Namespace: "team-a"}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

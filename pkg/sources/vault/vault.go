@@ -22,7 +22,6 @@ import (
 	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/vault/api"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -38,8 +37,8 @@ type Options struct {
 	// AWSCredentials signs the sts:GetCallerIdentity request of auth method
 	// aws.
 	AWSCredentials aws.CredentialsProvider
-	// Env looks up VAULT_ADDR, VAULT_CACERT, VAULT_NAMESPACE and VAULT_TOKEN;
-	// os.Getenv in production.
+	// Env looks up VAULT_TOKEN at every login of method token without a
+	// token_file; os.Getenv in production.
 	Env func(string) string
 	// Now is the clock; time.Now when nil. Tests move it.
 	Now func() time.Time
@@ -53,7 +52,7 @@ type Options struct {
 // Source reads Vault paths. It logs in lazily on the first Fetch; Run keeps
 // the token alive.
 type Source struct {
-	cfg     config.Vault
+	cfg     Config
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	env     func(string) string
@@ -83,7 +82,7 @@ var (
 )
 
 // New builds a Source. It makes no request.
-func New(cfg config.Vault, o Options) (*Source, error) {
+func New(cfg Config, o Options) (*Source, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -94,26 +93,9 @@ func New(cfg config.Vault, o Options) (*Source, error) {
 		o.Now = time.Now
 	}
 	if cfg.Address == "" {
-		cfg.Address = o.Env("VAULT_ADDR")
-	}
-	if cfg.Address == "" {
 		return nil, errors.New("vault: no address: set sources.vault.address or VAULT_ADDR")
 	}
-	if cfg.CACert == "" {
-		cfg.CACert = o.Env("VAULT_CACERT")
-	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = o.Env("VAULT_NAMESPACE")
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 30 * time.Second
-	}
-	if cfg.Auth.Method == "" {
-		cfg.Auth.Method = "token"
-	}
-	if cfg.Auth.Mount == "" {
-		cfg.Auth.Mount = cfg.Auth.Method
-	}
+	cfg.Auth.Mount = cfg.Auth.mount()
 
 	hc := cleanhttp.DefaultPooledClient()
 	// ConfigureTLS edits this config in place; it must exist.
