@@ -306,6 +306,10 @@ func (r *Reloader) FirstSync(written []string) {
 	}
 
 	r.mu.Lock()
+	if r.firstDone { // a concurrent call decided first
+		r.mu.Unlock()
+		return
+	}
 	r.firstDone, r.tellInitial = true, tell
 	var batch []string
 	if tell {
