@@ -123,6 +123,8 @@ func TestParseErrors(t *testing.T) {
 		{"vault rate_limit negative", "output: {dir: /a}\nsources: {vault: {rate_limit: -5}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:31: sources.vault.rate_limit: ", "want a number >= 0"},
 		{"vault rate_burst without rate_limit", "output: {dir: /a}\nsources: {vault: {rate_burst: 5}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:31: sources.vault.rate_burst: ", "needs rate_limit"},
 		{"supervise with signal", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\"}]\nreload: {signal: {process: x}, supervise: {signal: SIGHUP}}\n", "3:43: reload.supervise: ", "the app would be told twice, and run refuses it"},
+		{"invalid UTF-8", "output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\xff\"}]\n", "2:36: ", "invalid UTF-8 (byte 0xff at offset 53)"},
+		{"NUL byte", "output: {dir: /a}\n\x00\n", "2:1: ", "a NUL byte at offset 18"},
 		{"readiness unknown", "output: {dir: /a}\nreadiness: lax\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:12: readiness: ", "want strict"},
 		{"approle without secret_id_file", "output: {dir: /a}\nsources: {vault: {auth: {method: approle, role_id_file: /r}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:25: sources.vault.auth.secret_id_file: ", "required by auth method approle: the absolute path of the file holding the secret ID"},
 		{"wrapped without secret_id_file", "output: {dir: /a}\nsources: {vault: {auth: {method: approle, role_id_file: /r, wrapped_secret_id: true}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:25: sources.vault.auth.secret_id_file: ", "required by auth method approle"},

@@ -91,6 +91,9 @@ func (d *decoder) available(c *Config, why func(*Config, string) string) {
 
 // parseYAML returns the root node of the single document in data.
 func parseYAML(name string, data []byte) (*yaml.Node, *Error) {
+	if e := binaryInput(name, data); e != nil {
+		return nil, e
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -111,6 +114,30 @@ func parseYAML(name string, data []byte) (*yaml.Node, *Error) {
 		return nil, &Error{File: name, Msg: "the file is empty; want at least output.dir and secrets"}
 	}
 	return doc.Content[0], nil
+}
+
+// binaryInput reports invalid UTF-8 or a NUL byte with the line and column
+// where it starts (the YAML library names only the byte), so a binary or
+// mis-encoded file is found at once; the byte itself is not quoted.
+func binaryInput(name string, data []byte) *Error {
+	line, col := 1, 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			return &Error{File: name, Line: line, Column: col, Msg: fmt.Sprintf("invalid UTF-8 (byte 0x%02x at offset %d): the file is binary or not UTF-8; save it as UTF-8 text", data[i], i)}
+		case r == 0:
+			return &Error{File: name, Line: line, Column: col, Msg: fmt.Sprintf("a NUL byte at offset %d: the file is binary, not YAML text", i)}
+		case r == '\n':
+			line, col = line+1, 1
+		case i == 0 && r == '\ufeff':
+			// a BOM: not counted, as the YAML library does not
+		default:
+			col++
+		}
+		i += size
+	}
+	return nil
 }
 
 // byteOffset finds line:column (1-based, the column in characters, as the
