@@ -48,7 +48,7 @@ var fields = map[string]field{
 	"max_stale":         {desc: "Default time after the last successful sync after which a secret is stale; absent: 3 × its refresh."},
 	"max_file_size":     {desc: "Largest file the file source reads, in bytes or with a unit (\"1MiB\").", def: "1MiB"},
 	"concurrency":       {desc: "Fetches in flight at once.", def: DefaultConcurrency, min: ptr(1), max: ptr(1024)},
-	"splay":             {desc: "Fraction of its refresh interval over which each object's first refresh after the first sync is spread (0–1), so sidecars started together drift apart."},
+	"splay":             {desc: "Fraction of its refresh interval over which each object's first refresh after the first sync is spread (0–1), so sidecars started together drift apart.", def: DefaultSplay, max: ptr(1)},
 	"breaker":           {desc: "The circuit breaker that each remote source (Vault, Secrets Manager, SSM) has of its own: after threshold consecutive source-level failures (unreachable, timeouts, 5xx, 429, throttling) every job of the source waits, and one probe goes out per backoff period (1s doubling up to cap, full jitter)."},
 	"breaker.threshold": {desc: "Consecutive source-level failures that open the breaker.", def: DefaultBreakerThreshold, min: ptr(1), max: ptr(1000)},
 	"breaker.cap":       {desc: "Longest wait between probes while the breaker is open; at least 1s.", def: "5m"},
@@ -267,6 +267,9 @@ func property(p string, k kind, f field, keys map[string]kind) (map[string]any, 
 	case kFloat:
 		s["type"] = "number"
 		s["minimum"] = 0
+		if f.max != nil {
+			s["maximum"] = *f.max
+		}
 	case kDuration:
 		s["type"] = "string"
 		s["pattern"] = durationPattern
