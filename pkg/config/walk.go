@@ -422,24 +422,6 @@ func mayExpire(r sources.Ref) bool {
 	return r.Kind == sources.Vault || r.Kind == sources.File
 }
 
-// expands says what makes a ref expand into several files (one per field)
-// and how to name one value instead, or returns "", "" (sources.Ref.Expands
-// decides; this only words it).
-func expands(r sources.Ref) (what, fix string) {
-	if !r.Expands() {
-		return "", ""
-	}
-	switch r.Kind {
-	case sources.File:
-		return "names a directory (one file per entry)", "name one file in it, without the trailing /"
-	case sources.AWSSSM:
-		return "reads every parameter under a path (?recursive=true, one file each)", "name one parameter"
-	}
-	if r.IsPKIIssue() {
-		return "issues a certificate whose fields are written one file each", "add #certificate, #private_key, #ca_chain or #issuing_ca"
-	}
-	return "writes one file per field (?split=true without #field)", "add #field, or drop ?split=true to get the whole secret as one JSON file"
-}
 
 // quoteName quotes a file or bundle name for a message, cut short when
 // long.
