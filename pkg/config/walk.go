@@ -422,7 +422,6 @@ func mayExpire(r sources.Ref) bool {
 	return r.Kind == sources.Vault || r.Kind == sources.File
 }
 
-
 // quoteName quotes a file or bundle name for a message, cut short when
 // long.
 func quoteName(name string) string {
