@@ -681,7 +681,7 @@ func (d *decoder) aws(m *mapping) *AWS {
 }
 
 var (
-	signalNames  = []string{"SIGHUP", "SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"}
+	signalNames  = SignalNames
 	httpMethodRE = regexp.MustCompile(`^[A-Z]{1,16}$`)
 	headerNameRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 )
@@ -746,6 +746,10 @@ func interpreterScript(p string) bool {
 	}
 	return strings.HasSuffix(p, ".py") || strings.HasSuffix(p, ".js") || strings.HasSuffix(p, ".rb")
 }
+
+// SignalNames are the signals a reload may send: the one list, which
+// pkg/reload maps to numbers with x/sys/unix.
+var SignalNames = []string{"SIGHUP", "SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"}
 
 // signalName reads a signal name, normalised to its SIG… form.
 func (d *decoder) signalName(m *mapping, key string, dst *string) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"log/slog"
 	"os"
@@ -19,17 +20,9 @@ import (
 )
 
 // Signals that may be sent, by name.
-var signals = map[string]syscall.Signal{
-	"SIGHUP":  syscall.SIGHUP,
-	"SIGTERM": syscall.SIGTERM,
-	"SIGINT":  syscall.SIGINT,
-	"SIGUSR1": syscall.SIGUSR1,
-	"SIGUSR2": syscall.SIGUSR2,
-	"SIGQUIT": syscall.SIGQUIT,
-}
-
 // ParseSignal maps a signal name ("SIGHUP", "HUP", case-insensitive) to the
-// signal; empty means SIGHUP.
+// signal; empty means SIGHUP. Only config.SignalNames are allowed; the
+// numbers come from golang.org/x/sys/unix.
 func ParseSignal(name string) (syscall.Signal, error) {
 	if name == "" {
 		return syscall.SIGHUP, nil
@@ -38,10 +31,12 @@ func ParseSignal(name string) (syscall.Signal, error) {
 	if !strings.HasPrefix(n, "SIG") {
 		n = "SIG" + n
 	}
-	if s, ok := signals[n]; ok {
-		return s, nil
+	if slices.Contains(config.SignalNames, n) {
+		if s := unix.SignalNum(n); s != 0 {
+			return s, nil
+		}
 	}
-	return 0, fmt.Errorf("reload: signal %q is not one of SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGQUIT", name)
+	return 0, fmt.Errorf("reload: signal %q is not one of %s", name, strings.Join(config.SignalNames, ", "))
 }
 
 // plainName is a process given as an executable name rather than a
@@ -485,13 +480,11 @@ func readProcFile(path string, buf []byte) ([]byte, error) {
 }
 
 func signalName(sig syscall.Signal) string {
-	for name, s := range signals {
-		if s == sig {
-			return name
-		}
-	}
 	if sig == 0 {
 		return "0"
+	}
+	if name := unix.SignalName(sig); name != "" {
+		return name
 	}
 	return sig.String()
 }
