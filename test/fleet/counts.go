@@ -7,9 +7,7 @@ import (
 	"time"
 )
 
-// Counts counts requests per whole second since a start time and per class.
-// Requests before Begin, or after the last second a Series asks for, are
-// still kept; Begin clears them.
+// Counts counts requests per whole second since Begin, and per class.
 type Counts struct {
 	classify Classifier
 	classes  []string

@@ -73,12 +73,25 @@ type Options struct {
 	Outage   time.Duration
 	Recovery time.Duration // the window after the outage that is measured
 	Fault    Fault         // the proxy's answer during the outage
-	// RetryAfter is the Retry-After of RateLimited answers.
+	// RetryAfter is the Retry-After of RateLimited answers (default 5s).
 	RetryAfter time.Duration
-	// ReadyWithin bounds start → every pod holds every value;
-	// FreshWithin bounds outage end → every pod holds the values written
-	// during the outage.
+	// ReadyWithin bounds start → every pod holds every value (default
+	// 2m); FreshWithin bounds outage end → every pod holds the values
+	// written during the outage (default the breaker's cap 5m + Refresh).
 	ReadyWithin, FreshWithin time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.RetryAfter == 0 {
+		o.RetryAfter = 5 * time.Second
+	}
+	if o.ReadyWithin == 0 {
+		o.ReadyWithin = 2 * time.Minute
+	}
+	if o.FreshWithin == 0 {
+		o.FreshWithin = 5*time.Minute + o.Refresh
+	}
+	return o
 }
 
 // Result is what a run measured.
@@ -93,6 +106,8 @@ type Result struct {
 	// Fresh is per pod: outage end → all its files hold the new values;
 	// -1 when that did not happen within FreshWithin.
 	Fresh []time.Duration
+
+	logs []string // per pod, its log file (gone after the test)
 }
 
 // pod is a started client process.
@@ -109,40 +124,30 @@ type pod struct {
 // everything after that is left to the caller's checks.
 func Run(t testing.TB, b Backend, c Client, o Options) *Result {
 	t.Helper()
+	o = o.withDefaults()
 	res := &Result{Name: fmt.Sprintf("%s, %s %s", c.Name(), b.Name(), o.Fault), Options: o}
-	outBase, disk := outDir(t)
 	b.Put(t, o.N, o.Paths, 0)
 	counts := NewCounts(b.Classify, b.Classes()...)
-	proxy := NewProxy(t, b.URL(), counts)
-	proxy.RetryAfter = o.RetryAfter
+	proxy := NewProxy(t, b.URL(), counts, o.RetryAfter)
 
-	dirs := t.TempDir()
-	pods := make([]*pod, o.N)
-	for i := range pods {
-		p := &pod{Pod: Pod{I: i, Dir: filepath.Join(dirs, fmt.Sprintf("pod%d", i)), Out: filepath.Join(outBase, fmt.Sprintf("pod%d", i)), Disk: disk}, done: make(chan struct{})}
-		for _, d := range []string{p.Dir, p.Out} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-		p.cmd = c.Command(t, b, p.Pod, o, proxy.URL)
-		p.log = filepath.Join(p.Dir, "log")
-		pods[i] = p
+	pods := newPods(t, b, c, o, proxy.URL)
+	for _, p := range pods {
+		res.logs = append(res.logs, p.log)
 	}
 
+	t.Cleanup(func() { stop(pods) })
 	start := time.Now()
 	counts.Begin(start)
 	for _, p := range pods {
 		p.start(t)
 	}
-	t.Cleanup(func() { stop(pods) })
 	at := func(d time.Duration) time.Time { return start.Add(d.Round(time.Second)) }
 
 	// Start: every pod writes every value.
-	ready := waitAll(pods, o.Paths, 0, start.Add(o.ReadyWithin))
+	ready := waitAll(pods, o.Paths, 0, start, start.Add(o.ReadyWithin))
 	for i, d := range ready {
 		if d < 0 {
-			t.Fatalf("%s: pod %d did not write its %d files within %s (exited: %v)\n%s", res.Name, i, o.Paths, o.ReadyWithin, exited(pods), tail(pods[i].log))
+			t.Fatalf("%s: pod %d did not write its %d files within %s (exited: %v); its log:\n%s", res.Name, i, o.Paths, o.ReadyWithin, exited(pods), tail(pods[i].log))
 		}
 		res.Ready = max(res.Ready, d)
 	}
@@ -164,7 +169,7 @@ func Run(t testing.TB, b Backend, c Client, o Options) *Result {
 	proxy.SetFault(None)
 
 	// Recovery: every pod picks up the new values.
-	res.Fresh = waitAll(pods, o.Paths, 1, outageEnd.Add(o.FreshWithin))
+	res.Fresh = waitAll(pods, o.Paths, 1, outageEnd, outageEnd.Add(o.FreshWithin))
 	sleepUntil(at(o.Healthy + o.Outage + o.Recovery))
 	res.Series = counts.Series(secs(o.Healthy + o.Outage + o.Recovery))
 	for _, p := range pods {
@@ -182,14 +187,42 @@ func (r *Result) Check(t testing.TB) {
 	for _, l := range r.Lost {
 		t.Errorf("%s: during the outage %s", r.Name, l)
 	}
+	shown := false
 	for i, d := range r.Fresh {
-		if d < 0 {
-			t.Errorf("%s: pod %d did not hold the new values within %s after the outage", r.Name, i, r.Options.FreshWithin)
+		if d >= 0 {
+			continue
+		}
+		t.Errorf("%s: pod %d did not hold the new values within %s after the outage", r.Name, i, r.Options.FreshWithin)
+		if !shown && i < len(r.logs) {
+			t.Logf("pod %d's log:\n%s", i, tail(r.logs[i]))
+			shown = true
 		}
 	}
 	for _, e := range r.Exited {
 		t.Errorf("%s: exited early: %s", r.Name, e)
 	}
+}
+
+// newPods prepares o.N pods of c, each with its own directory and output
+// directory.
+func newPods(t testing.TB, b Backend, c Client, o Options, proxyURL string) []*pod {
+	t.Helper()
+	outBase, disk := outDir(t)
+	dirs := t.TempDir()
+	pods := make([]*pod, o.N)
+	for i := range pods {
+		name := fmt.Sprintf("pod%d", i)
+		p := &pod{Pod: Pod{I: i, Dir: filepath.Join(dirs, name), Out: filepath.Join(outBase, name), Disk: disk}, done: make(chan struct{})}
+		for _, d := range []string{p.Dir, p.Out} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.cmd = c.Command(t, b, p.Pod, o, proxyURL)
+		p.log = filepath.Join(p.Dir, "log")
+		pods[i] = p
+	}
+	return pods
 }
 
 func (p *pod) start(t testing.TB) {
@@ -219,15 +252,18 @@ func (p *pod) exited() bool {
 	}
 }
 
-// stop ends every pod with SIGTERM, then SIGKILL after 20 s.
+// stop ends every started pod with SIGTERM, then SIGKILL after 20 s.
 func stop(pods []*pod) {
 	for _, p := range pods {
-		if !p.exited() {
+		if p.cmd.Process != nil && !p.exited() {
 			_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		}
 	}
 	deadline := time.After(20 * time.Second)
 	for _, p := range pods {
+		if p.cmd.Process == nil {
+			continue
+		}
 		select {
 		case <-p.done:
 		case <-deadline:
@@ -258,9 +294,9 @@ func (p *pod) holds(paths, gen int) bool {
 }
 
 // waitAll polls until every pod holds generation gen or deadline passes,
-// and returns per pod how long after the call it first did (-1: never).
-func waitAll(pods []*pod, paths, gen int, deadline time.Time) []time.Duration {
-	begin := time.Now()
+// and returns per pod how long after since it was first seen to (-1:
+// never).
+func waitAll(pods []*pod, paths, gen int, since, deadline time.Time) []time.Duration {
 	got := make([]time.Duration, len(pods))
 	left := len(pods)
 	for i := range got {
@@ -269,7 +305,7 @@ func waitAll(pods []*pod, paths, gen int, deadline time.Time) []time.Duration {
 	for left > 0 && time.Now().Before(deadline) {
 		for i, p := range pods {
 			if got[i] < 0 && p.holds(paths, gen) {
-				got[i] = time.Since(begin)
+				got[i] = time.Since(since)
 				left--
 			}
 		}

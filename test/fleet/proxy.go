@@ -50,23 +50,23 @@ type Classifier func(*http.Request) string
 // every request that arrives, per second and per class, and forwards it or
 // answers with the current fault.
 type Proxy struct {
-	URL        string        // http://127.0.0.1:PORT
-	RetryAfter time.Duration // the Retry-After of RateLimited answers; set before use
+	URL string // http://127.0.0.1:PORT
 
-	counts *Counts
-	rp     *httputil.ReverseProxy
-	fault  atomic.Int32
+	retryAfter time.Duration
+	counts     *Counts
+	rp         *httputil.ReverseProxy
+	fault      atomic.Int32
 }
 
-// NewProxy starts a proxy to target that counts into c; t's cleanup stops
-// it.
-func NewProxy(t testing.TB, target string, c *Counts) *Proxy {
+// NewProxy starts a proxy to target that counts into c and answers
+// RateLimited with retryAfter; t's cleanup stops it.
+func NewProxy(t testing.TB, target string, c *Counts, retryAfter time.Duration) *Proxy {
 	t.Helper()
 	u, err := url.Parse(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{counts: c, RetryAfter: 5 * time.Second}
+	p := &Proxy{counts: c, retryAfter: retryAfter}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(u)
@@ -113,7 +113,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			vaultError(w, http.StatusServiceUnavailable, "Vault is sealed")
 		}
 	case RateLimited:
-		w.Header().Set("Retry-After", strconv.Itoa(int(p.RetryAfter.Round(time.Second)/time.Second)))
+		w.Header().Set("Retry-After", strconv.Itoa(secs(p.retryAfter)))
 		if aws {
 			awsError(w, http.StatusTooManyRequests, "TooManyRequestsException", "Rate exceeded")
 		} else {

@@ -17,8 +17,7 @@ func TestProxy(t *testing.T) {
 	t.Cleanup(backend.Close)
 	v := &Vault{}
 	counts := NewCounts(v.Classify, v.Classes()...)
-	p := NewProxy(t, backend.URL, counts)
-	p.RetryAfter = 7 * time.Second
+	p := NewProxy(t, backend.URL, counts, 7*time.Second)
 	counts.Begin(time.Now())
 
 	for _, c := range []struct {
