@@ -503,6 +503,8 @@ func TestTemplates(t *testing.T) {
 		{"unknown function in template_file", head + "- {name: URL, template_file: " + tf + "}\n", tf + ":2:1: secrets[1].template_file: ", `secret URL: template: function "nosuch" not defined`},
 		{"unknown secret, inline", head + "- {name: URL, template: \"x {{ secret \\\"NOPE\\\" }}\"}\n", "4:31: secrets[1].template: ", `secret URL: template: secret "NOPE" is not configured`},
 		{"unknown secret, block", head + "- name: URL\n  template: |\n    line one\n    {{ secret \"U\" }} {{ secret \"NOPE\" }}\n", "7:25: secrets[1].template: ", `secret "NOPE" is not configured`},
+		{"unknown secret, folded block", head + "- name: URL\n  template: >-\n    postgresql://{{ secret \"U\" | urlencode }}:\n    {{ secret \"NOPE\" }}@h/db\n", "7:8: secrets[1].template: ", `secret "NOPE" is not configured`},
+		{"unknown secret, escapes in double quotes", head + "- {name: B, template: \"x\\\"{{ secret \\\"NOPE\\\" }}\"}\n", "4:30: secrets[1].template: ", `secret "NOPE" is not configured`},
 		{"cycle", head + "- {name: A, template: \"{{ secret \\\"B\\\" }}{{ secret \\\"U\\\" }}\"}\n- {name: B, template: \"{{ secret \\\"A\\\" }}\"}\n", "4:23: secrets[1].template: ", "templates read each other in a cycle (A → B → A)"},
 		{"reads itself", head + "- {name: A, template: \"{{ secret \\\"A\\\" }}\"}\n", "4:27: secrets[1].template: ", "secret A: template: reads itself"},
 		{"reads no secret", head + "- {name: A, template: \"static\"}\n", "4:23: secrets[1].template: ", "the template reads no secret"},

@@ -123,37 +123,135 @@ func (d *decoder) tmplError(info tmplInfo, line, col int, field, format string, 
 	d.errorf(&yaml.Node{Line: fl, Column: fc}, field, format, args...)
 }
 
-// inlinePos maps line:col of an inline template to the config file: a
-// block scalar's text starts on the next line, at its indentation; a
-// quoted one a column after its quote.
+// inlinePos maps line:col of an inline template to the config file. It
+// replays how YAML turned the scalar's source into its value (escapes in
+// double quotes, ” in single quotes, the indentation and folding of block
+// scalars), so the position lands on the character the user wrote.
 func (d *decoder) inlinePos(n *yaml.Node, line, col int) (int, int) {
 	if line <= 0 {
 		return n.Line, n.Column
 	}
-	switch n.Style {
-	case yaml.LiteralStyle, yaml.FoldedStyle:
-		fl := n.Line + line
-		return fl, d.indent(fl) + col
-	case yaml.DoubleQuotedStyle, yaml.SingleQuotedStyle:
-		if line == 1 {
-			return n.Line, n.Column + col
-		}
-	default:
-		if line == 1 {
-			return n.Line, n.Column + col - 1
-		}
+	off := runeOffset(n.Value, line, col)
+	idx := d.scalarIndex(n)
+	if off >= 0 && off < len(idx) {
+		return idx[off].Line, idx[off].Column
 	}
-	return n.Line + line - 1, col
+	return n.Line, n.Column
 }
 
-// indent is the number of leading spaces of the file's line (1-based).
-func (d *decoder) indent(line int) int {
-	lines := bytes.Split(d.src, []byte("\n"))
-	if line < 1 || line > len(lines) {
-		return 0
+// runeOffset is the index, in runes, of line:col (1-based, col in runes) in
+// text, or -1.
+func runeOffset(text string, line, col int) int {
+	l, c, i := 1, 1, 0
+	for _, r := range text {
+		if l == line && c == col {
+			return i
+		}
+		if r == '\n' {
+			l, c = l+1, 1
+		} else {
+			c++
+		}
+		i++
 	}
-	l := lines[line-1]
-	return len(l) - len(bytes.TrimLeft(l, " "))
+	if l == line && c == col {
+		return i
+	}
+	return -1
+}
+
+// scalarIndex gives, for each rune of n's value, where it was written.
+func (d *decoder) scalarIndex(n *yaml.Node) []Pos {
+	lines := strings.Split(string(d.src), "\n")
+	src := func(l int) []rune {
+		if l < 1 || l > len(lines) {
+			return nil
+		}
+		return []rune(lines[l-1])
+	}
+	lead := func(rs []rune) int { return len(rs) - len([]rune(strings.TrimLeft(string(rs), " \t"))) }
+	var idx []Pos
+	switch n.Style {
+	case yaml.LiteralStyle, yaml.FoldedStyle:
+		// Each content line gives its runes after the indentation and
+		// then one for its line break (kept, or folded into a space).
+		indent := -1
+		for l := n.Line + 1; l <= len(lines); l++ {
+			rs := src(l)
+			if strings.TrimSpace(string(rs)) == "" {
+				idx = append(idx, Pos{l, 1})
+				continue
+			}
+			ind := lead(rs)
+			if indent < 0 {
+				indent = ind
+			}
+			if ind < indent {
+				break
+			}
+			for c := indent; c < len(rs); c++ {
+				idx = append(idx, Pos{l, c + 1})
+			}
+			idx = append(idx, Pos{l, len(rs) + 1})
+		}
+	case yaml.DoubleQuotedStyle, yaml.SingleQuotedStyle:
+		l, rs := n.Line, src(n.Line)
+		c := n.Column // the opening quote is at index c-1: content from c
+		for l <= len(lines) {
+			if c >= len(rs) {
+				// A line break inside quotes folds to a space; the next
+				// line's leading blanks are dropped.
+				idx = append(idx, Pos{l, c + 1})
+				l++
+				rs = src(l)
+				c = lead(rs)
+				continue
+			}
+			r := rs[c]
+			switch {
+			case n.Style == yaml.DoubleQuotedStyle && r == '"':
+				return idx
+			case n.Style == yaml.DoubleQuotedStyle && r == '\\':
+				width := 2
+				if c+1 < len(rs) {
+					switch rs[c+1] {
+					case 'x':
+						width = 4
+					case 'u':
+						width = 6
+					case 'U':
+						width = 10
+					}
+				}
+				idx = append(idx, Pos{l, c + 1})
+				c += width
+			case n.Style == yaml.SingleQuotedStyle && r == '\'':
+				if c+1 < len(rs) && rs[c+1] == '\'' {
+					idx = append(idx, Pos{l, c + 1})
+					c += 2
+					continue
+				}
+				return idx
+			default:
+				idx = append(idx, Pos{l, c + 1})
+				c++
+			}
+		}
+	default: // plain: later lines are folded, their indentation dropped
+		rs := src(n.Line)
+		for c := n.Column - 1; c < len(rs); c++ {
+			idx = append(idx, Pos{n.Line, c + 1})
+		}
+		idx = append(idx, Pos{n.Line, len(rs) + 1})
+		for l := n.Line + 1; l <= len(lines); l++ {
+			rs = src(l)
+			for c := lead(rs); c < len(rs); c++ {
+				idx = append(idx, Pos{l, c + 1})
+			}
+			idx = append(idx, Pos{l, len(rs) + 1})
+		}
+	}
+	return idx
 }
 
 // templateInputs checks what templates read: every secret "NAME" names a

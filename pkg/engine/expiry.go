@@ -165,5 +165,9 @@ func expiredValue(s *state, obj sources.Object, now time.Time) error {
 	if s.cfg.OnExpiry != config.OnExpiryRemove || obj.Expiry.IsZero() || now.Before(obj.Expiry) {
 		return nil
 	}
-	return fmt.Errorf("%s: the value expired at %s (on_expiry: remove)", s.cfg.Ref, obj.Expiry.UTC().Format(time.RFC3339))
+	what := s.cfg.Ref.String()
+	if s.cfg.IsTemplate() {
+		what = "template: an input" // a rendered value expires with its earliest input
+	}
+	return fmt.Errorf("%s: the value expired at %s (on_expiry: remove)", what, obj.Expiry.UTC().Format(time.RFC3339))
 }

@@ -214,11 +214,48 @@ func (t *Template) Execute(lookup func(name string) (secret.Value, error)) (secr
 	var buf bytes.Buffer
 	if err := c.Execute(&buf, nil); err != nil {
 		clear(buf.Bytes())
-		return secret.Value{}, fmt.Errorf("%w: %s", ErrRender, mask(err.Error(), seen))
+		return secret.Value{}, fmt.Errorf("%w: %s", ErrRender, mask(safeExecError(err.Error()), seen))
 	}
 	v := secret.New(buf.Bytes())
 	clear(buf.Bytes())
 	return v, nil
+}
+
+var execErrRE = regexp.MustCompile(`^template: [^:]*:(\d+):(\d+): executing "[^"]*" at <(.*?)>: (.*)$`)
+
+// safeMessages are the beginnings of text/template's execution messages
+// that name types, positions and functions but never a value; any other
+// message (such as "range can't iterate over VALUE") is withheld, since it
+// may quote a value derived from a secret, which mask cannot recognise.
+var safeMessages = []string{
+	"error calling ", "can't evaluate field ", "wrong number of args", "wrong type for value",
+	"incompatible types for comparison", "missing value for", "nil pointer evaluating",
+	"can't give argument to non-function", "invalid value", "nil is not a command",
+	"can't call method/function", "map has no entry for key",
+}
+
+// safeExecError keeps where a template failed (line:column and the action)
+// and, when it is known to hold no value, what failed.
+func safeExecError(msg string) string {
+	m := execErrRE.FindStringSubmatch(msg)
+	if m == nil {
+		return "the template failed (the details could quote a value, so they are left out)"
+	}
+	what := m[4]
+	safe := false
+	for _, p := range safeMessages {
+		if strings.HasPrefix(what, p) {
+			safe = true
+			break
+		}
+	}
+	if strings.HasPrefix(what, "range can't iterate over ") {
+		what, safe = "range cannot iterate over a string (use split first)", true
+	}
+	if !safe {
+		what = "failed (the details could quote a value, so they are left out)"
+	}
+	return fmt.Sprintf("%s:%s: at <%s>: %s", m[1], m[2], m[3], what)
 }
 
 // mask replaces every value in msg (and its JSON and URL encodings, which

@@ -93,6 +93,9 @@ func TestErrorsHoldNoValue(t *testing.T) {
 		`{{ secret "X" | indent -1 }}`,
 		`{{ secret "MISSING" }}`,
 		`{{ printf "%s" (secret "X") | base64decode }}`,
+		`{{ range (secret "X" | replace "a" "b") }}{{ end }}`,
+		`{{ range (secret "X" | trim) }}{{ end }}`,
+		`{{ range (secret "X" | split "-" | join "+") }}{{ end }}`,
 	} {
 		tt, err := Parse("t", tmpl)
 		if err != nil {
