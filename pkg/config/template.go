@@ -72,6 +72,9 @@ func (d *decoder) template(tmplN, tfileN *yaml.Node, path string, i int, s *Secr
 		return
 	}
 	info.refs = t.Refs
+	if tfileN == nil {
+		s.Parsed = t
+	}
 	for _, r := range t.Refs {
 		if !slices.Contains(s.Inputs, r.Name) {
 			s.Inputs = append(s.Inputs, r.Name)

@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"time"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/render"
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
@@ -86,6 +87,8 @@ type Secret struct {
 	// is that file, so the file source re-reads it on change).
 	Template     string
 	TemplateFile string
+	// Parsed is the inline template as validated, so it is parsed once.
+	Parsed *render.Template
 	// Inputs are the secrets the template reads ({{ secret "NAME" }}), by
 	// name, each once, in order.
 	Inputs []string

@@ -112,10 +112,13 @@ func New(o Options) (*Engine, error) {
 		if sc.Template != "" {
 			// An inline template reads no object of its own.
 			st.obj = inlineTemplate + sc.Name
-			t, err := render.Parse(sc.Name, sc.Template)
-			if err != nil {
-				missing = append(missing, fmt.Sprintf("secret %s: template: %v", sc.Name, err))
-				continue
+			t := sc.Parsed
+			if t == nil {
+				var err error
+				if t, err = render.Parse(sc.Name, sc.Template); err != nil {
+					missing = append(missing, fmt.Sprintf("secret %s: template: %v", sc.Name, err))
+					continue
+				}
 			}
 			st.tmpl = t
 		} else if _, ok := e.srcs[sc.Ref.Kind]; !ok {

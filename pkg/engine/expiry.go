@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"time"
 
@@ -159,6 +160,9 @@ func nextExpiry(j *job) time.Time {
 	return t
 }
 
+// errExpired marks a value read after its own expiry.
+var errExpired = errors.New("already expired")
+
 // expiredValue refuses a value that is already expired for a secret with
 // on_expiry remove: writing it would undo the removal.
 func expiredValue(s *state, obj sources.Object, now time.Time) error {
@@ -169,5 +173,5 @@ func expiredValue(s *state, obj sources.Object, now time.Time) error {
 	if s.cfg.IsTemplate() {
 		what = "template: an input" // a rendered value expires with its earliest input
 	}
-	return fmt.Errorf("%s: the value expired at %s (on_expiry: remove)", what, obj.Expiry.UTC().Format(time.RFC3339))
+	return fmt.Errorf("%s: the value expired at %s (on_expiry: remove): %w", what, obj.Expiry.UTC().Format(time.RFC3339), errExpired)
 }

@@ -98,7 +98,14 @@ func (e *Engine) fetchFailed(j *job, ob object, err error) {
 func (e *Engine) secretFailed(s *state, err error) {
 	e.m.SecretFetchErrors.WithLabelValues(s.cfg.Name, s.cfg.Source(), reason(err)).Inc()
 	e.setError(s, err)
-	e.log.Warn("cannot select the value; keeping the last good file", "secret", s.cfg.Name, "source", s.cfg.Source(), "err", err)
+	msg := "cannot select the value; keeping the last good file"
+	switch {
+	case errors.Is(err, errExpired):
+		msg = "the value read has already expired; it is not written"
+	case errors.Is(err, render.ErrRender):
+		msg = "cannot render the value; keeping the last good file"
+	}
+	e.log.Warn(msg, "secret", s.cfg.Name, "source", s.cfg.Source(), "err", err)
 }
 
 // writeFailed records a failed write; the sink left the old file intact.

@@ -69,7 +69,7 @@ func (e *Engine) renderTemplate(s *state, objs map[string]sources.Object, vals m
 	out, err := t.Execute(func(name string) (secret.Value, error) {
 		in, ok := byName[name]
 		if !ok {
-			return secret.Value{}, fmt.Errorf("secret %q is not an input of this template", name)
+			return secret.Value{}, fmt.Errorf("secret %q is not among the secrets this template read when the sidecar started (its template_file changed since): restart the sidecar to read it", name)
 		}
 		return vals[in][0].Data, nil
 	})

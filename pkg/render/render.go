@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"text/template"
 	"text/template/parse"
 
@@ -54,6 +55,10 @@ func cmpDefault(def, v string) string {
 type Template struct {
 	t    *template.Template
 	Refs []Ref // every {{ secret "NAME" }}, in order
+
+	mu     sync.Mutex // one execution at a time
+	lookup func(string) (secret.Value, error)
+	seen   []secret.Value // values handed out by this execution, to mask
 }
 
 // Ref is one call of secret with the name it asks for.
@@ -82,11 +87,12 @@ var ErrRender = errors.New("render failed")
 // Parse parses text. Calls of secret must name a secret with a string
 // literal, so that the secrets a template reads are known before it runs.
 func Parse(name, text string) (*Template, error) {
-	t := template.New(name).Option("missingkey=error").Funcs(funcs(func(string) (string, error) { return "", nil }))
+	out := &Template{}
+	t := template.New(name).Option("missingkey=error").Funcs(funcs(out.secret))
 	if _, err := t.Parse(text); err != nil {
 		return nil, parseError(name, text, err)
 	}
-	out := &Template{t: t}
+	out.t = t
 	var errs []error
 	for _, tt := range t.Templates() {
 		if tt.Tree == nil {
@@ -198,27 +204,34 @@ func parseError(name, text string, err error) error {
 // string, and the error never holds a value: every value handed out is
 // masked in it.
 func (t *Template) Execute(lookup func(name string) (secret.Value, error)) (secret.Value, error) {
-	var seen []secret.Value
-	c, err := t.t.Clone()
-	if err != nil {
-		return secret.Value{}, fmt.Errorf("%w: %v", ErrRender, err)
-	}
-	c.Funcs(template.FuncMap{"secret": func(name string) (string, error) {
-		v, err := lookup(name)
-		if err != nil {
-			return "", err
-		}
-		seen = append(seen, v)
-		return string(v.Reveal()), nil
-	}})
+	// One execution at a time per template: the secret function reads this
+	// execution's lookup, without a Clone of the template per run.
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lookup, t.seen = lookup, t.seen[:0]
+	defer func() { t.lookup, t.seen = nil, t.seen[:0] }()
 	var buf bytes.Buffer
-	if err := c.Execute(&buf, nil); err != nil {
+	if err := t.t.Execute(&buf, nil); err != nil {
 		clear(buf.Bytes())
-		return secret.Value{}, fmt.Errorf("%w: %s", ErrRender, mask(safeExecError(err.Error()), seen))
+		return secret.Value{}, fmt.Errorf("%w: %s", ErrRender, mask(safeExecError(err.Error()), t.seen))
 	}
 	v := secret.New(buf.Bytes())
 	clear(buf.Bytes())
 	return v, nil
+}
+
+// secret is the template function: the value of another secret, through
+// the running execution's lookup.
+func (t *Template) secret(name string) (string, error) {
+	if t.lookup == nil {
+		return "", nil // Parse's dry run: nothing to read
+	}
+	v, err := t.lookup(name)
+	if err != nil {
+		return "", err
+	}
+	t.seen = append(t.seen, v)
+	return string(v.Reveal()), nil
 }
 
 var execErrRE = regexp.MustCompile(`^template: [^:]*:(\d+):(\d+): executing "[^"]*" at <(.*?)>: (.*)$`)
