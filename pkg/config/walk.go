@@ -573,16 +573,17 @@ func (d *decoder) checkURL(n *yaml.Node, field, raw, example string) {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		d.errorf(n, field, "want an http:// or https:// URL such as %s, got %q", example, redactURL(raw))
+		d.errorf(n, field, "want an http:// or https:// URL such as %s, got %q", example, RedactURL(raw))
 	case u.User != nil:
-		d.errorf(n, field, "credentials in the URL are not accepted, got %q; send them in a header", redactURL(raw))
+		d.errorf(n, field, "credentials in the URL are not accepted, got %q; send them in a header", RedactURL(raw))
 	}
 }
 
-// redactURL returns raw without what may be a credential: the userinfo is
+// RedactURL returns raw without what may be a credential: the userinfo is
 // removed, every query value and the fragment become REDACTED. It works on
-// the text, so it also redacts what url.Parse refuses.
-func redactURL(raw string) string {
+// the text, so it also redacts what url.Parse refuses. It is the project's
+// one URL redactor (config errors, reload logs).
+func RedactURL(raw string) string {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		scheme, rest = "", raw

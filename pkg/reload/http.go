@@ -56,7 +56,7 @@ func NewHTTP(cfg config.HTTP) (*HTTP, error) {
 	h := &HTTP{
 		method:   strings.ToUpper(cfg.Method),
 		url:      cfg.URL,
-		redacted: RedactURL(cfg.URL),
+		redacted: config.RedactURL(cfg.URL),
 		headers:  make(http.Header),
 		min:      cfg.StatusMin,
 		max:      cfg.StatusMax,
@@ -184,24 +184,3 @@ func (h *HTTP) once(ctx context.Context, body []byte) error {
 	return nil
 }
 
-// RedactURL returns raw with the user info and every query value replaced
-// by "REDACTED" and the fragment dropped; an unparsable URL becomes a fixed
-// marker, since parse errors would repeat it.
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(invalid URL)"
-	}
-	if u.User != nil {
-		u.User = url.User("REDACTED")
-	}
-	if u.RawQuery != "" {
-		q := u.Query()
-		for k := range q {
-			q[k] = []string{"REDACTED"}
-		}
-		u.RawQuery = q.Encode()
-	}
-	u.Fragment, u.RawFragment = "", ""
-	return u.String()
-}

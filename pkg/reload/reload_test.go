@@ -374,7 +374,7 @@ func TestStatusJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := string(b)
-	for _, want := range []string{`"method":"http"`, `"target":"https://REDACTED@app:8000/reload?token=REDACTED"`, `"pending":["SECRET_KEY"]`, `"coalesce":"1s"`} {
+	for _, want := range []string{`"method":"http"`, `"target":"https://app:8000/reload?token=REDACTED"`, `"pending":["SECRET_KEY"]`, `"coalesce":"1s"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("%s lacks %s", got, want)
 		}
