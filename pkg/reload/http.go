@@ -183,4 +183,3 @@ func (h *HTTP) once(ctx context.Context, body []byte) error {
 	}
 	return nil
 }
-

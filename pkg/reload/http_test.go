@@ -17,7 +17,6 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 )
 
-
 // webhook is a local net/http server whose handler the test scripts per
 // request.
 type webhook struct {
