@@ -494,8 +494,34 @@ func startPhaseBackend(t *testing.T, out string, names []string) *phaseBackend {
 	b := &phaseBackend{addr: testenv.Addr(t), client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	b.phaseProc = startPhaseProc(t, gunicorn, []string{"gunicorn", "-b", b.addr, "--workers", "2", "backend.wsgi:application"}, phaseDir(t),
 		append(fileEnv(out, names), noSetproctitle(t))...)
-	eventually(t, "gunicorn to answer", func() bool { _, err := b.settings(); return err == nil })
+	// Both workers must have read their settings before the test goes on:
+	// under load the second one can still be importing the app when a
+	// sidecar writes the files, and would then read them, not the
+	// fallbacks. Each answer names its worker's pid.
+	pids := map[int]bool{}
+	eventually(t, "both gunicorn workers to answer", func() bool {
+		if pid, err := b.pid(); err == nil {
+			pids[pid] = true
+		}
+		return len(pids) >= 2
+	})
 	return b
+}
+
+// pid is the pid of the worker that answers one request.
+func (b *phaseBackend) pid() (int, error) {
+	resp, err := b.client.Get("http://" + b.addr + "/")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		PID int `json:"pid"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		return 0, err
+	}
+	return doc.PID, nil
 }
 
 // settings is one request: what the answering worker read at start.
