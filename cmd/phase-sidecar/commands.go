@@ -253,6 +253,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, sv *superv
 				}
 			}
 			p.reload.FirstSync(written)
+			// The first sync's garbage is the largest the sidecar makes;
+			// hand it back to the OS now rather than when the background
+			// scavenger gets to it (slower on a busy node), so a sidecar
+			// idles small from the start.
+			debug.FreeOSMemory()
 		case <-gctx.Done():
 		}
 		return nil
