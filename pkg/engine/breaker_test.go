@@ -82,17 +82,7 @@ func TestBreakerHoldsASourceBack(t *testing.T) {
 	start := clock
 	for clock.Before(start.Add(10 * time.Minute)) {
 		clock = clock.Add(100 * time.Millisecond)
-		var due []*job
-		e.mu.Lock()
-		for _, j := range e.jobs {
-			if !j.due.After(clock) {
-				due = append(due, j)
-			}
-		}
-		e.mu.Unlock()
-		if len(due) > 0 {
-			e.runJobs(ctx, due, true)
-		}
+		runDue(ctx, e, clock)
 	}
 	probes := total() - before
 	// 1 s doubling to the 1 min cap, full jitter: about a dozen probes in
@@ -108,17 +98,7 @@ func TestBreakerHoldsASourceBack(t *testing.T) {
 	end := clock
 	for clock.Before(end.Add(2*time.Minute)) && len(e.Missing()) == 0 {
 		clock = clock.Add(100 * time.Millisecond)
-		var due []*job
-		e.mu.Lock()
-		for _, j := range e.jobs {
-			if !j.due.After(clock) {
-				due = append(due, j)
-			}
-		}
-		e.mu.Unlock()
-		if len(due) > 0 {
-			e.runJobs(ctx, due, true)
-		}
+		runDue(ctx, e, clock)
 		fresh := 0
 		for _, st := range e.Status() {
 			if st.LastError == "" {
@@ -136,6 +116,21 @@ func TestBreakerHoldsASourceBack(t *testing.T) {
 		if st.LastError != "" {
 			t.Errorf("%s still failing %v after recovery: %s", st.Name, clock.Sub(end), st.LastError)
 		}
+	}
+}
+
+// runDue runs every job due at now, as the scheduler would.
+func runDue(ctx context.Context, e *Engine, now time.Time) {
+	var due []*job
+	e.mu.Lock()
+	for _, j := range e.jobs {
+		if !j.due.After(now) {
+			due = append(due, j)
+		}
+	}
+	e.mu.Unlock()
+	if len(due) > 0 {
+		e.runJobs(ctx, due, true)
 	}
 }
 

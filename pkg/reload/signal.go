@@ -288,7 +288,7 @@ func nearest(want string, procs []proc, n int) []string {
 	}
 	dist := make(map[string]int, len(names))
 	for _, name := range names {
-		dist[name] = editDistance(want, name)
+		dist[name] = config.EditDistance(want, name)
 	}
 	slices.SortFunc(names, func(a, b string) int {
 		if d := dist[a] - dist[b]; d != 0 {
@@ -305,26 +305,6 @@ func nearest(want string, procs []proc, n int) []string {
 	return names
 }
 
-// editDistance is the Levenshtein distance between a and b, by bytes.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
 
 // Running reports whether the app is there to be told: the pid file names
 // a live process (one of another uid counts), or a process matches.

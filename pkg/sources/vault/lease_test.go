@@ -281,21 +281,10 @@ func TestPKIParamsOnlyForIssue(t *testing.T) {
 // max TTL is replaced by a new read before it expires.
 func TestLeaseNearMaxTTL(t *testing.T) {
 	d := vaultDev(t)
-	port := startRedis(t, "s3cr3t-canary-redis")
-	mount := unique("db")
-	d.enable(t, mount, "database", nil)
-	d.write(t, mount+"/config/redis", map[string]any{
-		"plugin_name": "redis-database-plugin", "host": "127.0.0.1", "port": port,
-		"username": "default", "password": "s3cr3t-canary-redis", "allowed_roles": "*",
-	})
-	d.write(t, mount+"/roles/app", map[string]any{
-		"db_name": "redis", "creation_statements": `["~*", "+@read", "+ping"]`,
-		"default_ttl": "4s", "max_ttl": "5s",
-	})
+	port, ref := redisRole(t, d, "4s", "5s")
 	clk := &clock{}
 	s := newSource(t, d, Config{}, Options{Now: clk.now})
 	c := countRequests(s)
-	ref := testenv.Ref(t, "vault://"+mount+"/creds/app")
 	first, err := s.Fetch(context.Background(), ref)
 	if err != nil {
 		t.Fatal(err)
