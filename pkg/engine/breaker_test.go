@@ -159,35 +159,3 @@ func TestBreakerInOnce(t *testing.T) {
 		t.Errorf("%d requests, want 3", n)
 	}
 }
-
-// TestBatchableJobsShareAGrid: single-object jobs of a batching source
-// come due together after their first sync (one batch request per cycle,
-// not one per secret), on a phase of their own: the first job's splayed
-// time.
-func TestBatchableJobsShareAGrid(t *testing.T) {
-	var secrets []config.Secret
-	for i := range 10 {
-		secrets = append(secrets, config.Secret{Name: fmt.Sprintf("S%d", i), Ref: testenv.Ref(t, fmt.Sprintf("aws-sm://app/s%d#v", i)), Required: true})
-	}
-	f := newFixture(t, secrets...)
-	f.cfg.Splay = 1
-	f.cfg.Refresh = 10 * time.Second
-	src := &fakeBatcher{fakeSource: fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
-		return kv(map[string]string{"v": "x"}), nil
-	}}}
-	e := f.engine(t, map[string]sources.Source{sources.AWSSM: src})
-	for round := range 3 {
-		e.runJobs(context.Background(), e.jobs, true)
-		e.mu.Lock()
-		first := e.jobs[0].due
-		for _, j := range e.jobs[1:] {
-			if !j.due.Equal(first) {
-				t.Errorf("round %d: due %v and %v: batchable jobs not on one grid", round, first, j.due)
-			}
-		}
-		e.mu.Unlock()
-	}
-	if n := len(src.batches); n != 3 {
-		t.Errorf("%d batch requests for 3 rounds of 10 secrets, want 3", n)
-	}
-}

@@ -292,7 +292,7 @@ func (e *Engine) reschedule(j *job, c *cycle) {
 		e.log.Debug("retry scheduled", "secret", j.secrets[0].cfg.Name, "attempt", j.attempt, "backoff", d.String())
 	} else {
 		j.attempt = 0
-		j.due = e.align(j, c.now, c.now.Add(e.nextRefresh(j)))
+		j.due = c.now.Add(e.nextRefresh(j))
 		for _, ob := range j.objects {
 			if o, ok := c.objs[ob.key]; ok && !o.RefreshAt.IsZero() && o.RefreshAt.Before(j.due) {
 				j.due = o.RefreshAt

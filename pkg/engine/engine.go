@@ -73,9 +73,6 @@ type Engine struct {
 	claimed map[string]*state // file of an expansion → its secret; guarded by mu
 	// breakers hold every job of a failing remote source back, by kind.
 	breakers map[string]*breaker.Breaker
-	// grids anchor the refreshes of batchable jobs (one object of a source
-	// that reads many per request), by kind and interval; guarded by mu.
-	grids map[gridKey]time.Time
 
 	mu        sync.Mutex // guards the per-secret status and job scheduling fields
 	lost      error      // the output directory was replaced: nothing written reaches the app
@@ -523,54 +520,6 @@ func (e *Engine) interval(j *job) time.Duration {
 		d = time.Minute
 	}
 	return d
-}
-
-type gridKey struct {
-	kind     string
-	interval time.Duration
-}
-
-// align puts the next refresh of a single-object job of a batching source
-// (Secrets Manager, SSM) on a grid shared by the engine's jobs of that
-// source and interval, so they come due together and go out as one batch
-// (BatchGetSecretValue, GetParameters) instead of one request each. The
-// grid's phase is the first such job's own (splayed) time, so sidecars
-// started together still spread out. Jitter gives way to the grid here:
-// the sidecars of a fleet differ by their anchors. e.mu is held.
-func (e *Engine) align(j *job, now, due time.Time) time.Time {
-	if len(j.objects) != 1 {
-		return due
-	}
-	kind := j.objects[0].ref.Kind
-	if _, ok := e.srcs[kind].(sources.Batcher); !ok {
-		return due
-	}
-	iv := e.interval(j)
-	key := gridKey{kind, iv}
-	if e.grids == nil {
-		e.grids = map[gridKey]time.Time{}
-	}
-	gap := now.Add(iv / 10) // no refresh right after a read
-	anchor, ok := e.grids[key]
-	if !ok {
-		anchor = maxTime(due, gap)
-		e.grids[key] = anchor
-		return anchor
-	}
-	// The first grid point after the gap: after a first sync every job
-	// goes at the anchor; in steady state each goes one interval on.
-	t := anchor
-	if t.Before(gap) {
-		t = t.Add((gap.Sub(t)/iv + 1) * iv)
-	}
-	return t
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 // jitter spreads d by ±10%.
