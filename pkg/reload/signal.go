@@ -305,7 +305,6 @@ func nearest(want string, procs []proc, n int) []string {
 	return names
 }
 
-
 // Running reports whether the app is there to be told: the pid file names
 // a live process (one of another uid counts), or a process matches.
 func (s *Signal) Running() bool {
