@@ -235,3 +235,30 @@ func TestClientRateLimit(t *testing.T) {
 		t.Errorf("%d requests in %v at 2/s, burst 1", c.total.Load(), el)
 	}
 }
+
+// TestMountLookedUpOnce: concurrent first fetches under one mount share one
+// sys/internal/ui/mounts lookup (a fleet's start burst).
+func TestMountLookedUpOnce(t *testing.T) {
+	d := vaultDev(t)
+	mount := unique("kv")
+	d.enable(t, mount, "kv", map[string]string{"version": "2"})
+	for i := range 8 {
+		d.write(t, mount+"/data/app"+string(rune('0'+i)), map[string]any{"data": map[string]any{"k": "v"}})
+	}
+	s := newSource(t, d, Config{}, Options{})
+	c := countRequests(s)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Fetch(context.Background(), testenv.Ref(t, "vault://"+mount+"/app"+string(rune('0'+i))+"#k")); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := c.count("GET /v1/sys/internal/ui/mounts/"); n != 1 {
+		t.Errorf("%d mount lookups for 8 concurrent first fetches, want 1", n)
+	}
+}
