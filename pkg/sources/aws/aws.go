@@ -1,6 +1,6 @@
-// Package aws reads secrets from AWS Secrets Manager and SSM Parameter Store
-// with credentials from the EC2 instance role over IMDSv2 (or a default
-// chain of environment, web identity, shared profile, container and IMDS),
+// Package aws reads secrets from AWS Secrets Manager and SSM Parameter Store.
+// Credentials come from the EC2 instance role over IMDSv2 only ("imds") or
+// from the AWS SDK's default chain ("default": config.LoadDefaultConfig),
 // optionally through STS AssumeRole.
 package aws
 
@@ -19,16 +19,17 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"golang.org/x/time/rate"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources/aws/internal/awsjson"
 )
 
 // Credential modes of config.AWS.Credentials.
@@ -40,49 +41,56 @@ const (
 // Options are the collaborators of a Source.
 type Options struct {
 	Logger  *slog.Logger     // scoped by the caller (component, source); nil discards
-	Metrics *metrics.Metrics // optional: CredentialExpiry and SourceUp for aws-sm and aws-ssm
-	// Env reads the environment (os.Getenv in production): AWS_REGION,
-	// AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SECRETS_MANAGER,
-	// AWS_ENDPOINT_URL_SSM, AWS_ENDPOINT_URL_STS,
-	// AWS_EC2_METADATA_SERVICE_ENDPOINT(_MODE), AWS_EC2_METADATA_DISABLED,
-	// AWS_CA_BUNDLE, and the refused AWS_USE_FIPS_ENDPOINT,
-	// AWS_USE_DUALSTACK_ENDPOINT, AWS_IGNORE_CONFIGURED_ENDPOINT_URLS; in
-	// "default" mode also the chain's variables (AWS_ACCESS_KEY_ID,
-	// AWS_WEB_IDENTITY_TOKEN_FILE, AWS_PROFILE, AWS_DEFAULT_PROFILE,
-	// AWS_CONFIG_FILE, AWS_CONTAINER_CREDENTIALS_*, HOME, …).
+	Metrics *metrics.Metrics // optional: CredentialExpiry for aws-sm and aws-ssm
+	// Env reads the environment in "imds" mode (os.Getenv in production):
+	// AWS_REGION, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL,
+	// AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL_SSM,
+	// AWS_ENDPOINT_URL_STS, AWS_IGNORE_CONFIGURED_ENDPOINT_URLS,
+	// AWS_USE_FIPS_ENDPOINT, AWS_USE_DUALSTACK_ENDPOINT,
+	// AWS_EC2_METADATA_SERVICE_ENDPOINT(_MODE), AWS_EC2_METADATA_DISABLED and
+	// AWS_CA_BUNDLE. In "default" mode the SDK reads the process environment
+	// and the shared files itself, by its own rules.
 	Env func(string) string
-	// HTTPClient sends every Secrets Manager, SSM and STS request; nil means
-	// the SDK's default transport. IMDS and container credentials always use
-	// their own clients.
+	// HTTPClient sends every Secrets Manager, SSM and STS request (and, in
+	// "default" mode, those of the SDK's credential providers); nil means
+	// the SDK's default transport with a RequestTimeout. IMDS always uses
+	// its own client.
 	HTTPClient aws.HTTPClient
 }
 
+// RequestTimeout bounds each request to Secrets Manager, SSM and STS (and
+// the SDK's credential providers) on the default transport. Fetches carry
+// no deadline of their own, and the SDK's credential cache detaches a
+// refresh from its caller's context: without a bound, an endpoint that
+// accepts and never answers would hold a fetch, or every credential
+// refresh after it, for good.
+const RequestTimeout = 30 * time.Second
+
+func defaultHTTPClient() *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().WithTimeout(RequestTimeout)
+}
+
 // Source is the AWS source. Its SecretsManager and SSM views implement
-// sources.Source and sources.Batcher; both share credentials, the throttling
-// back-off and the rate limit.
+// sources.Source and sources.Batcher; both share credentials and the rate
+// limit.
 type Source struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
-	env     func(string) string
 	cfg     config.AWS
-	http    aws.HTTPClient
+	opts    Options
+	set     settings
+	imds    *imdsClient // nil when IMDS is disabled in "default" mode
 
-	imds *imds.Client // nil when AWS_EC2_METADATA_DISABLED in "default" mode
-	diag *imdsDiag    // nil when imds is
-	// base supplies credentials before AssumeRole; nil until the region is
-	// known when it is web identity (an STS call).
-	base aws.CredentialsProvider
-	// chain is what "default" mode resolved; nil in "imds" mode.
-	chain *chain
-	// region is fixed once known; clients are built then (lazily when the
-	// region must come from IMDS placement).
+	// region is fixed once known; the clients are built then (lazily when
+	// the region must come from IMDS placement).
 	mu     sync.Mutex
 	region string
-	creds  aws.CredentialsProvider // the cache over base (and AssumeRole)
+	creds  aws.CredentialsProvider // the cache over the base (and AssumeRole)
 	sm     smAPI
 	ssm    ssmAPI
+	// from is where the last credentials came from, for messages.
+	from string
 
-	gate    *gate
 	limiter *rate.Limiter // nil: unlimited
 
 	smView  *secretsManager
@@ -98,89 +106,110 @@ func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
 	if o.Env == nil {
 		o.Env = func(string) string { return "" }
 	}
-	s := &Source{
-		log:     o.Logger,
-		metrics: o.Metrics,
-		env:     o.Env,
-		cfg:     cfg,
-		http:    o.HTTPClient,
-		gate:    &gate{},
-	}
+	s := &Source{log: o.Logger, metrics: o.Metrics, cfg: cfg, opts: o}
 	if cfg.RateLimit > 0 {
-		burst := max(1, int(cfg.RateLimit))
-		s.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), burst)
+		s.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(cfg.RateLimit)))
 	}
 	if ar := cfg.AssumeRole; ar != nil && ar.RoleARN == "" {
 		return nil, errors.New("aws: assume_role: role_arn is required")
 	}
-
-	if bundle := s.env("AWS_CA_BUNDLE"); bundle != "" && s.http == nil {
-		c, err := caBundleClient(bundle)
-		if err != nil {
-			return nil, err
-		}
-		s.http = c
-	}
-	imdsEndpoint, err := imdsEndpoint(s.env)
-	if err != nil {
-		return nil, err
-	}
-	imdsDisabled := strings.EqualFold(s.env("AWS_EC2_METADATA_DISABLED"), "true")
-	newIMDSCredentials := func() *imdsCredentials {
-		return &imdsCredentials{
-			provider: ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = s.imds }),
-			diag:     s.diag,
-		}
-	}
+	var err error
 	switch cfg.Credentials {
 	case "", CredentialsIMDS:
-		if imdsDisabled {
-			return nil, errors.New("aws: credentials: imds, but AWS_EC2_METADATA_DISABLED=true; unset it or use credentials: default")
-		}
-		s.diag = &imdsDiag{endpoint: imdsEndpoint}
-		s.imds = newIMDS(imdsEndpoint, s.diag)
-		// Only the instance role: no environment, shared files or web
-		// identity, and never IMDSv1 (EnableFallback is false on the client).
-		s.base = newIMDSCredentials()
+		err = s.setupIMDS()
 	case CredentialsDefault:
-		// Not the SDK's config.LoadDefaultConfig: it links the SSO, SSO-OIDC
-		// and sign-in clients into every build, megabytes of resident memory.
-		c, err := resolveChain(ctx, s.env, imdsDisabled)
-		if err != nil {
-			return nil, err
-		}
-		s.chain = c
-		if !imdsDisabled {
-			s.diag = &imdsDiag{endpoint: imdsEndpoint}
-			s.imds = newIMDS(imdsEndpoint, s.diag)
-		}
-		switch {
-		case c.static != nil:
-			s.base = c.static
-		case c.source == fromIMDS:
-			s.base = newIMDSCredentials()
-		}
+		err = s.setupDefault(ctx, cfg.Region)
 	default:
 		return nil, fmt.Errorf("aws: credentials %q: want %q or %q", cfg.Credentials, CredentialsIMDS, CredentialsDefault)
 	}
-
-	usesSTS := cfg.AssumeRole != nil || s.chain != nil && s.chain.webIdentity != nil
-	var prof *profile
-	if s.chain != nil {
-		prof = s.chain.prof
-	}
-	if err := s.checkEndpointSettings(prof, usesSTS); err != nil {
+	if err != nil {
 		return nil, err
 	}
-
 	s.smView = &secretsManager{s: s}
 	s.ssmView = &parameterStore{s: s}
-	if r, origin := s.regionFromConfig(); r != "" {
-		if err := s.build(r, origin); err != nil {
+	if s.set.region != "" {
+		if err := s.build(ctx, s.set.region, s.set.regionOrigin); err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
+}
+
+// setupIMDS is "imds" mode: the instance role only, never the environment's
+// keys, shared files or web identity, and never IMDSv1.
+func (s *Source) setupIMDS() error {
+	env := s.opts.Env
+	if strings.EqualFold(env("AWS_EC2_METADATA_DISABLED"), "true") {
+		return errors.New("aws: credentials: imds, but AWS_EC2_METADATA_DISABLED=true; unset it or use credentials: default")
+	}
+	set, err := envSettings(env, s.cfg.Region)
+	if err != nil {
+		return err
+	}
+	set.http = s.opts.HTTPClient
+	switch bundle := env("AWS_CA_BUNDLE"); {
+	case set.http != nil:
+	case bundle != "":
+		if set.http, err = caBundleClient(bundle); err != nil {
+			return err
+		}
+	default:
+		set.http = defaultHTTPClient()
+	}
+	endpoint, err := imdsEndpoint(env)
+	if err != nil {
+		return err
+	}
+	s.imds = newIMDS(imds.Options{Endpoint: endpoint})
+	set.base = s.imds.credentials()
+	s.set = set
+	return nil
+}
+
+// setupDefault is "default" mode: the SDK's config.LoadDefaultConfig with
+// its credential chain (environment, web identity, SSO, credential_process,
+// profile role chains, container credentials, IMDS), its region and its
+// endpoint settings. Two things are ours: the IMDS step uses this package's
+// IMDSv2-only client, and no SDK client retries (see docs/aws.md). region,
+// when set, overrides the SDK's.
+func (s *Source) setupDefault(ctx context.Context, region string) error {
+	if s.imds == nil {
+		s.imds = &imdsClient{diag: &imdsDiag{}}
+	}
+	opts := []func(*awsconfig.LoadOptions) error{
+		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
+		awsconfig.WithEC2RoleCredentialOptions(func(o *ec2rolecreds.Options) { o.Client = s.imds }),
+		awsconfig.WithCredentialsCacheOptions(cacheOptions),
+	}
+	if region != "" {
+		opts = append(opts, awsconfig.WithRegion(region))
+	}
+	if s.opts.HTTPClient != nil {
+		opts = append(opts, awsconfig.WithHTTPClient(s.opts.HTTPClient))
+	} else {
+		// The SDK adds AWS_CA_BUNDLE's roots to it.
+		opts = append(opts, awsconfig.WithHTTPClient(defaultHTTPClient()))
+	}
+	sdk, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return fmt.Errorf("aws: credentials: default: %w", err)
+	}
+	set, err := sdkSettings(ctx, sdk, region)
+	if err != nil {
+		return err
+	}
+	if s.imds.c == nil {
+		s.imds.c = imds.NewFromConfig(sdk, s.imds.options)
+	}
+	s.set = set
+	return nil
+}
+
+// cacheOptions refresh credentials 5–10 minutes before they expire, spread
+// so that many sidecars do not ask STS at once.
+func cacheOptions(o *aws.CredentialsCacheOptions) {
+	o.ExpiryWindow = 10 * time.Minute
+	o.ExpiryWindowJitterFrac = 0.5
 }
 
 // SecretsManager is the source for aws-sm:// refs.
@@ -198,16 +227,16 @@ func (s *Source) Credentials() aws.CredentialsProvider {
 }
 
 // Check diagnoses the credentials at start-up: it resolves the region and
-// retrieves credentials (IMDS, then AssumeRole when configured), returning
-// an error worded for the operator (hop limit, no role attached, …).
+// retrieves credentials (then AssumeRole when configured), returning an
+// error worded for the operator (hop limit, no role attached, …).
 func (s *Source) Check(ctx context.Context) error {
 	c, err := s.credentials(ctx, "")
 	if err != nil {
 		return err
 	}
 	msg := "aws credentials ready from " + c.Source
-	if s.chain != nil {
-		msg += " (default chain: " + s.chain.source + ")"
+	if s.cfg.Credentials == CredentialsDefault {
+		msg += " (the SDK's default chain)"
 	}
 	if ar := s.cfg.AssumeRole; ar != nil {
 		msg += " as " + ar.RoleARN
@@ -226,24 +255,6 @@ func (s *Source) Region() string {
 	return s.region
 }
 
-// regionFromConfig is the configured region and where it comes from:
-// sources.aws.region, AWS_REGION, AWS_DEFAULT_REGION, then (in "default"
-// mode) the shared profile's region; "" when IMDS placement must say.
-func (s *Source) regionFromConfig() (string, string) {
-	switch {
-	case s.cfg.Region != "":
-		return s.cfg.Region, "sources.aws.region"
-	case s.env("AWS_REGION") != "":
-		return s.env("AWS_REGION"), "AWS_REGION"
-	case s.env("AWS_DEFAULT_REGION") != "":
-		return s.env("AWS_DEFAULT_REGION"), "AWS_DEFAULT_REGION"
-	case s.chain != nil && s.chain.region != "":
-		p := s.chain.prof
-		return s.chain.region, fmt.Sprintf("the region of shared profile %q (%s)", p.name, p.where(keyRegion))
-	}
-	return "", ""
-}
-
 // ready makes sure the region is known and the clients are built.
 func (s *Source) ready(ctx context.Context) error {
 	s.mu.Lock()
@@ -251,53 +262,42 @@ func (s *Source) ready(ctx context.Context) error {
 	if s.region != "" {
 		return nil
 	}
-	if s.imds == nil {
+	if s.imds == nil || s.imds.c == nil {
 		return errors.New("aws: no region: set sources.aws.region or AWS_REGION (IMDS is disabled)")
 	}
-	s.diag.reset()
 	out, err := s.imds.GetRegion(ctx, &imds.GetRegionInput{})
 	if err != nil {
-		return fmt.Errorf("aws: no region configured and IMDS placement failed (set sources.aws.region or AWS_REGION): %w", s.diag.explain(err))
+		return fmt.Errorf("aws: no region configured and IMDS placement failed (set sources.aws.region or AWS_REGION): %w", err)
 	}
-	if err := s.buildLocked(out.Region, "IMDS placement"); err != nil {
+	if err := s.buildLocked(ctx, out.Region, "IMDS placement"); err != nil {
 		return err
 	}
 	s.log.Info("aws region " + out.Region + " from IMDS placement")
 	return nil
 }
 
-func (s *Source) build(region, origin string) error {
+func (s *Source) build(ctx context.Context, region, origin string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.buildLocked(region, origin)
+	return s.buildLocked(ctx, region, origin)
 }
 
 // buildLocked validates the region (it becomes part of every endpoint's
 // host name) and builds the clients for it.
-func (s *Source) buildLocked(region, origin string) error {
-	if err := s.checkRegion(region, origin); err != nil {
+func (s *Source) buildLocked(ctx context.Context, region, origin string) error {
+	if err := checkRegion(region, origin); err != nil {
 		return err
 	}
-	hc := s.http
-	if hc == nil {
-		hc = awshttp.NewBuildableClient()
-	}
-	base := aws.Config{Retryer: func() aws.Retryer { return newRetryer() }, Region: region, HTTPClient: hc}
-	stsEndpoint := func(o *sts.Options) {
-		if ep := s.endpoint("AWS_ENDPOINT_URL_STS"); ep != "" {
-			o.BaseEndpoint = aws.String(ep)
+	if s.set.sdk != nil && s.set.sdk.Region != region {
+		// The SDK's providers that call STS (web identity, role chains)
+		// take the region when they are built: load again with it.
+		if err := s.setupDefault(ctx, region); err != nil {
+			return err
 		}
 	}
-	if s.base == nil && s.chain != nil && s.chain.webIdentity != nil {
-		// AssumeRoleWithWebIdentity is unsigned: no credentials on the client.
-		s.base = s.chain.webIdentity.provider(sts.NewFromConfig(base, stsEndpoint))
-	}
-	creds := s.base
+	creds := s.set.base
 	if ar := s.cfg.AssumeRole; ar != nil {
-		stsCfg := base
-		stsCfg.Credentials = s.base
-		client := sts.NewFromConfig(stsCfg, stsEndpoint)
-		creds = stscreds.NewAssumeRoleProvider(client, ar.RoleARN, func(o *stscreds.AssumeRoleOptions) {
+		creds = stscreds.NewAssumeRoleProvider(s.stsClient(region), ar.RoleARN, func(o *stscreds.AssumeRoleOptions) {
 			o.RoleSessionName = ar.SessionName
 			if o.RoleSessionName == "" {
 				o.RoleSessionName = "phase-sidecar"
@@ -317,51 +317,59 @@ func (s *Source) buildLocked(region, origin string) error {
 	if c, ok := creds.(*aws.CredentialsCache); ok {
 		s.creds = c
 	} else {
-		// Refresh 5–10 minutes before expiry, spread so that many sidecars
-		// do not hit STS at once.
-		s.creds = aws.NewCredentialsCache(creds, func(o *aws.CredentialsCacheOptions) {
-			o.ExpiryWindow = 10 * time.Minute
-			o.ExpiryWindowJitterFrac = 0.5
-		})
+		s.creds = aws.NewCredentialsCache(creds, cacheOptions)
 	}
-	smURL := s.endpoint("AWS_ENDPOINT_URL_SECRETS_MANAGER")
-	if smURL == "" {
-		smURL = serviceEndpoint("secretsmanager", region)
+	client := func(svc awsjson.Service, configured string) awsjson.Config {
+		url := configured
+		if url == "" {
+			url = svc.Endpoint(region, s.set.fips, s.set.dualStack)
+		}
+		return awsjson.Config{HTTPClient: s.set.http, Endpoint: url, Region: region, Credentials: s.creds}
 	}
-	ssmURL := s.endpoint("AWS_ENDPOINT_URL_SSM")
-	if ssmURL == "" {
-		ssmURL = serviceEndpoint("ssm", region)
-	}
-	s.sm = smClient{newJSONClient(hc, smURL, "secretsmanager", "secretsmanager", "Secrets Manager", region, s.creds)}
-	s.ssm = ssmClient{newJSONClient(hc, ssmURL, "ssm", "AmazonSSM", "SSM", region, s.creds)}
+	s.sm = awsjson.NewSecretsManager(client(awsjson.SecretsManagerService, s.set.smURL))
+	s.ssm = awsjson.NewSSM(client(awsjson.SSMService, s.set.ssmURL))
 	s.region = region
 	return nil
 }
 
-// endpoint is the service-specific endpoint variable, else AWS_ENDPOINT_URL,
-// else "" (the public endpoint).
-func (s *Source) endpoint(serviceVar string) string {
-	for _, k := range []string{serviceVar, "AWS_ENDPOINT_URL"} {
-		if v := s.env(k); v != "" {
-			return v
-		}
+// stsClient is the STS client for AssumeRole, signed with the base
+// credentials, sent once per call.
+func (s *Source) stsClient(region string) *sts.Client {
+	if sdk := s.set.sdk; sdk != nil {
+		// The SDK resolves the endpoint (AWS_ENDPOINT_URL_STS, the
+		// profile's services section, FIPS, dual-stack) from its sources.
+		return sts.NewFromConfig(*sdk, func(o *sts.Options) {
+			o.Region = region
+			if o.BaseEndpoint != nil {
+				explicitEndpoint(&o.EndpointOptions)
+			}
+		})
 	}
-	return ""
+	return sts.NewFromConfig(aws.Config{Region: region, HTTPClient: s.set.http, Credentials: s.set.base}, func(o *sts.Options) {
+		o.Retryer = aws.NopRetryer{}
+		if s.set.stsURL != "" {
+			o.BaseEndpoint = aws.String(s.set.stsURL)
+			return
+		}
+		o.EndpointOptions.UseFIPSEndpoint = fipsState(s.set.fips)
+		o.EndpointOptions.UseDualStackEndpoint = dualStackState(s.set.dualStack)
+	})
 }
 
 // credentials retrieves (cached) credentials, records their expiry and
-// returns an operator-worded error. label is the source metric label to
-// mark down on failure ("" for both).
+// returns an operator-worded error. label is the source metric label of the
+// expiry ("" for both).
 func (s *Source) credentials(ctx context.Context, label string) (aws.Credentials, error) {
 	if err := s.ready(ctx); err != nil {
-		s.setUp(label, false)
 		return aws.Credentials{}, err
 	}
 	c, err := s.creds.Retrieve(ctx)
 	if err != nil {
-		s.setUp(label, false)
 		return aws.Credentials{}, s.credentialError(err)
 	}
+	s.mu.Lock()
+	s.from = c.Source
+	s.mu.Unlock()
 	if s.metrics != nil && c.CanExpire {
 		for _, l := range labels(label) {
 			s.metrics.CredentialExpiry.WithLabelValues(l).Set(float64(c.Expires.Unix()))
@@ -393,96 +401,19 @@ func labels(label string) []string {
 	return []string{label}
 }
 
-func (s *Source) setUp(label string, up bool) {
-	if s.metrics == nil {
-		return
-	}
-	v := 0.0
-	if up {
-		v = 1
-	}
-	for _, l := range labels(label) {
-		s.metrics.SourceUp.WithLabelValues(l).Set(v)
-	}
-}
-
-// observe updates the source state after an API call: success resets the
-// throttling back-off, a throttle extends it for the whole AWS source.
-func (s *Source) observe(label string, err error) {
-	switch {
-	case err == nil:
-		s.gate.reset()
-		s.setUp(label, true)
-	case errors.Is(err, sources.ErrThrottled):
-		d := s.gate.throttled(time.Now())
-		s.log.Warn(label+" throttled; backing off the whole AWS source", "backoff", d.String())
-	case errors.Is(err, sources.ErrAuth), errors.Is(err, sources.ErrUnavailable):
-		s.setUp(label, false)
-	default:
-		// Not found, permission: the source itself answers.
-		s.setUp(label, true)
-	}
-}
-
-// wait blocks for the throttling back-off and the rate limit.
+// wait blocks for the rate limit.
 func (s *Source) wait(ctx context.Context) error {
-	if until := s.gate.until(); !until.IsZero() {
-		t := time.NewTimer(time.Until(until))
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("aws: backing off after throttling until %s: %w", until.UTC().Format(time.RFC3339), errors.Join(sources.ErrThrottled, ctx.Err()))
-		case <-t.C:
-		}
+	if s.limiter == nil {
+		return nil
 	}
-	if s.limiter != nil {
-		if err := s.limiter.Wait(ctx); err != nil {
-			return fmt.Errorf("aws: rate limit %g/s: %w", s.cfg.RateLimit, errors.Join(sources.ErrThrottled, err))
-		}
+	if err := s.limiter.Wait(ctx); err != nil {
+		return fmt.Errorf("aws: rate limit %g/s: %w", s.cfg.RateLimit, errors.Join(sources.ErrThrottled, err))
 	}
 	return nil
 }
 
-// gate is the source-wide back-off after ThrottlingException, reset by the
-// next success. Equal jitter: the gate holds every read back, so each
-// strike must buy a real pause, not one drawn near zero.
-type gate struct {
-	mu     sync.Mutex
-	strike int
-	open   time.Time
-}
-
-var throttle = backoff.Policy{Base: time.Second, Max: time.Minute, Jitter: backoff.Equal}
-
-func (g *gate) throttled(now time.Time) time.Duration {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.strike++
-	d := throttle.Delay(g.strike)
-	if t := now.Add(d); t.After(g.open) {
-		g.open = t
-	}
-	return d
-}
-
-func (g *gate) reset() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.strike = 0
-	g.open = time.Time{}
-}
-
-func (g *gate) until() time.Time {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if time.Now().After(g.open) {
-		return time.Time{}
-	}
-	return g.open
-}
-
 // caBundleClient trusts the PEM certificates in file (AWS_CA_BUNDLE) for
-// the Secrets Manager, SSM and STS endpoints, as the SDK chain does.
+// the Secrets Manager, SSM and STS endpoints, as the SDK does.
 func caBundleClient(file string) (aws.HTTPClient, error) {
 	pem, err := os.ReadFile(file)
 	if err != nil {
@@ -492,7 +423,7 @@ func caBundleClient(file string) (aws.HTTPClient, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("aws: AWS_CA_BUNDLE %s: no PEM certificates", file)
 	}
-	return awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+	return defaultHTTPClient().WithTransportOptions(func(tr *http.Transport) {
 		if tr.TLSClientConfig == nil {
 			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		}

@@ -1,10 +1,210 @@
 package aws
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
+
+// settings is what a credentials mode resolves before the region is known:
+// where requests go and with which base credentials.
+type settings struct {
+	http                 aws.HTTPClient // nil: the SDK's default transport
+	region, regionOrigin string         // "" when IMDS placement must say
+	// smURL, ssmURL and stsURL are configured endpoints ("": derived from
+	// the region and the FIPS and dual-stack settings). A configured
+	// endpoint is used as given: FIPS and dual-stack do not apply to it.
+	smURL, ssmURL, stsURL string
+	fips, dualStack       bool
+	base                  aws.CredentialsProvider // before AssumeRole
+	sdk                   *aws.Config             // "default" mode: the SDK's loaded config
+}
+
+// The SDK's service IDs, which name the endpoint variables
+// (AWS_ENDPOINT_URL_SECRETS_MANAGER) and the shared config's services
+// section keys (secrets_manager).
+const (
+	sdkSecretsManager = "Secrets Manager"
+	sdkSSM            = "SSM"
+	sdkSTS            = "STS"
+)
+
+// envSettings resolves "imds" mode's settings from the environment, by the
+// SDK's rules for these variables; region, when set, wins.
+func envSettings(env func(string) string, region string) (settings, error) {
+	set := settings{region: region, regionOrigin: "sources.aws.region"}
+	for _, k := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
+		if set.region == "" && env(k) != "" {
+			set.region, set.regionOrigin = env(k), k
+		}
+	}
+	var err error
+	if set.fips, err = envBool(env, "AWS_USE_FIPS_ENDPOINT"); err != nil {
+		return settings{}, err
+	}
+	if set.dualStack, err = envBool(env, "AWS_USE_DUALSTACK_ENDPOINT"); err != nil {
+		return settings{}, err
+	}
+	ignore, err := envBool(env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+	if err != nil || ignore {
+		return set, err
+	}
+	endpoint := func(sdkID string) string {
+		if v := env("AWS_ENDPOINT_URL_" + strings.ToUpper(strings.ReplaceAll(sdkID, " ", "_"))); v != "" {
+			return v
+		}
+		return env("AWS_ENDPOINT_URL")
+	}
+	set.smURL, set.ssmURL, set.stsURL = endpoint(sdkSecretsManager), endpoint(sdkSSM), endpoint(sdkSTS)
+	return set, nil
+}
+
+// envBool reads a boolean the SDK's way: true or false in any case, unset
+// is false, anything else an error.
+func envBool(env func(string) string, k string) (bool, error) {
+	switch v := env(k); {
+	case v == "", strings.EqualFold(v, "false"):
+		return false, nil
+	case strings.EqualFold(v, "true"):
+		return true, nil
+	default:
+		return false, fmt.Errorf("aws: %s=%q: want true or false", k, v)
+	}
+}
+
+// The SDK's configuration sources (config.EnvConfig, config.SharedConfig)
+// answer through these methods; the SDK's service clients ask them the same
+// way (internal/configsources).
+type (
+	serviceEndpointSource interface {
+		GetServiceBaseEndpoint(ctx context.Context, sdkID string) (string, bool, error)
+	}
+	ignoreEndpointsSource interface {
+		GetIgnoreConfiguredEndpoints(ctx context.Context) (bool, bool, error)
+	}
+	fipsSource interface {
+		GetUseFIPSEndpoint(ctx context.Context) (aws.FIPSEndpointState, bool, error)
+	}
+	dualStackSource interface {
+		GetUseDualStackEndpoint(ctx context.Context) (aws.DualStackEndpointState, bool, error)
+	}
+)
+
+// sdkSettings reads "default" mode's settings from the SDK's loaded config
+// the way its generated clients resolve them: the service's endpoint
+// variable, else AWS_ENDPOINT_URL, else the profile's services section,
+// else its endpoint_url (none of them with ignore_configured_endpoint_urls);
+// FIPS and dual-stack from the first source that sets them.
+func sdkSettings(ctx context.Context, sdk aws.Config, override string) (settings, error) {
+	set := settings{http: sdk.HTTPClient, base: sdk.Credentials, sdk: &sdk, region: sdk.Region}
+	set.regionOrigin = regionOrigin(sdk, override)
+	var envGlobal, ignore, ignoreFound, fipsFound, dualStackFound bool
+	for _, src := range sdk.ConfigSources {
+		if env, ok := envConfig(src); ok {
+			envGlobal = env.BaseEndpoint != ""
+		}
+		if p, ok := src.(ignoreEndpointsSource); ok && !ignoreFound {
+			v, found, err := p.GetIgnoreConfiguredEndpoints(ctx)
+			if err != nil {
+				return settings{}, fmt.Errorf("aws: credentials: default: %w", err)
+			}
+			ignore, ignoreFound = v, found
+		}
+		if p, ok := src.(fipsSource); ok && !fipsFound {
+			v, found, err := p.GetUseFIPSEndpoint(ctx)
+			if err != nil {
+				return settings{}, fmt.Errorf("aws: credentials: default: %w", err)
+			}
+			set.fips, fipsFound = v == aws.FIPSEndpointStateEnabled, found
+		}
+		if p, ok := src.(dualStackSource); ok && !dualStackFound {
+			v, found, err := p.GetUseDualStackEndpoint(ctx)
+			if err != nil {
+				return settings{}, fmt.Errorf("aws: credentials: default: %w", err)
+			}
+			set.dualStack, dualStackFound = v == aws.DualStackEndpointStateEnabled, found
+		}
+	}
+	if ignore {
+		return set, nil
+	}
+	endpoint := func(sdkID string) string {
+		for _, src := range sdk.ConfigSources {
+			p, ok := src.(serviceEndpointSource)
+			if !ok {
+				continue
+			}
+			v, found, err := p.GetServiceBaseEndpoint(ctx, sdkID)
+			if err != nil || !found {
+				continue
+			}
+			if _, fromEnv := envConfig(src); fromEnv || !envGlobal {
+				return v
+			}
+			break // AWS_ENDPOINT_URL beats the profile's services section
+		}
+		return aws.ToString(sdk.BaseEndpoint)
+	}
+	set.smURL, set.ssmURL, set.stsURL = endpoint(sdkSecretsManager), endpoint(sdkSSM), endpoint(sdkSTS)
+	return set, nil
+}
+
+func envConfig(src any) (awsconfig.EnvConfig, bool) {
+	switch c := src.(type) {
+	case awsconfig.EnvConfig:
+		return c, true
+	case *awsconfig.EnvConfig:
+		return *c, true
+	}
+	return awsconfig.EnvConfig{}, false
+}
+
+// regionOrigin names where the SDK found its region, for messages.
+func regionOrigin(sdk aws.Config, override string) string {
+	if override != "" {
+		return "sources.aws.region"
+	}
+	for _, src := range sdk.ConfigSources {
+		switch c := src.(type) {
+		case awsconfig.EnvConfig:
+			if c.Region != "" {
+				return "AWS_REGION or AWS_DEFAULT_REGION"
+			}
+		case awsconfig.SharedConfig:
+			if c.Region != "" {
+				return fmt.Sprintf("the region of shared profile %q", c.Profile)
+			}
+		}
+	}
+	return "the AWS SDK's settings"
+}
+
+// explicitEndpoint turns FIPS and dual-stack off for a client with a
+// configured endpoint: the endpoint is used as given (the SDK's rules would
+// refuse every request instead).
+func explicitEndpoint(o *sts.EndpointResolverOptions) {
+	o.UseFIPSEndpoint = aws.FIPSEndpointStateDisabled
+	o.UseDualStackEndpoint = aws.DualStackEndpointStateDisabled
+}
+
+func fipsState(on bool) aws.FIPSEndpointState {
+	if on {
+		return aws.FIPSEndpointStateEnabled
+	}
+	return aws.FIPSEndpointStateDisabled
+}
+
+func dualStackState(on bool) aws.DualStackEndpointState {
+	if on {
+		return aws.DualStackEndpointStateEnabled
+	}
+	return aws.DualStackEndpointStateDisabled
+}
 
 // regionRE is what a region name looks like; the region becomes part of
 // the endpoint's host name, so anything else (x@evil.example/#) is refused
@@ -12,114 +212,13 @@ import (
 // (walk.go); keep the two equal.
 var regionRE = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`)
 
-// otherPartitions are the region prefixes of the partitions whose endpoints
-// serviceEndpoint does not derive (it knows aws, aws-cn and aws-us-gov).
-var otherPartitions = []struct{ prefix, partition string }{
-	{"us-iso-", "aws-iso"},
-	{"us-isob-", "aws-iso-b"},
-	{"eu-isoe-", "aws-iso-e"},
-	{"us-isof-", "aws-iso-f"},
-	{"eusc-", "aws-eusc"},
-}
-
-// checkRegion refuses a region that is not a region name, or that belongs
-// to a partition whose endpoints must then be configured explicitly. origin
-// says where the region came from.
-func (s *Source) checkRegion(region, origin string) error {
+// checkRegion refuses a region that is not a region name. Every partition's
+// regions are supported (awsjson derives their endpoints); the SDK's
+// "aws-global" style pseudo-regions are not regions of these services and
+// fail the pattern. origin says where the region came from.
+func checkRegion(region, origin string) error {
 	if !regionRE.MatchString(region) {
 		return fmt.Errorf("aws: region %q from %s is not a region name such as eu-west-1; correct %s", region, origin, origin)
-	}
-	for _, p := range otherPartitions {
-		if strings.HasPrefix(region, p.prefix) {
-			if missing := s.missingEndpoints(false); len(missing) > 0 {
-				return fmt.Errorf("aws: region %q from %s is in the %s partition, whose endpoints phase-sidecar does not derive (it knows aws, aws-cn and aws-us-gov); "+
-					"set %s to the partition's endpoints", region, origin, p.partition, strings.Join(missing, " and "))
-			}
-		}
-	}
-	return nil
-}
-
-// endpointVars are the explicit endpoint variables of the services in use;
-// AWS_ENDPOINT_URL stands in for each.
-var endpointVars = []string{"AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL_STS"}
-
-// missingEndpoints lists the services' endpoint variables that are unset
-// (and not covered by AWS_ENDPOINT_URL); STS counts only when withSTS.
-func (s *Source) missingEndpoints(withSTS bool) []string {
-	var missing []string
-	for _, v := range endpointVars {
-		if v == "AWS_ENDPOINT_URL_STS" && !withSTS {
-			continue
-		}
-		if s.endpoint(v) == "" {
-			missing = append(missing, v)
-		}
-	}
-	return missing
-}
-
-// endpointFlags are the SDK settings that select other endpoints than the
-// standard ones. This client builds standard endpoints only, so a setting
-// that is on is refused unless explicit endpoints make it moot.
-var endpointFlags = []struct{ env, key, what string }{
-	{"AWS_USE_FIPS_ENDPOINT", "use_fips_endpoint", "FIPS endpoints"},
-	{"AWS_USE_DUALSTACK_ENDPOINT", "use_dualstack_endpoint", "dual-stack (IPv6) endpoints"},
-}
-
-// profileClientKeys are shared-profile settings that change where or how
-// the SDK's clients connect. They are not read here, and ignoring them
-// would silently talk to other endpoints or trust other CAs than the SDK
-// would, so a profile that sets one is refused.
-var profileClientKeys = []struct{ key, fix string }{
-	{"endpoint_url", "set AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL_SSM, AWS_ENDPOINT_URL_STS) instead"},
-	{"services", "set AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL_SSM and AWS_ENDPOINT_URL_STS instead"},
-	{"ca_bundle", "set AWS_CA_BUNDLE instead"},
-	{"ec2_metadata_service_endpoint", "set AWS_EC2_METADATA_SERVICE_ENDPOINT instead"},
-	{"ec2_metadata_service_endpoint_mode", "set AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE instead"},
-}
-
-// checkEndpointSettings refuses the SDK endpoint settings this client does
-// not implement, from the environment and (prof non-nil) the shared
-// profile. withSTS says whether STS is called (assume_role, web identity).
-func (s *Source) checkEndpointSettings(prof *profile, withSTS bool) error {
-	inProfile := prof != nil && prof.found
-	for _, f := range endpointFlags {
-		v, origin := s.env(f.env), f.env+"="+s.env(f.env)
-		switch {
-		case v == "" && inProfile && prof.has(f.key):
-			// As the SDK: a value other than true is false.
-			v, origin = prof.get(f.key), fmt.Sprintf("profile %q sets %s = %s (%s)", prof.name, f.key, prof.get(f.key), prof.where(f.key))
-			if !strings.EqualFold(v, "true") {
-				continue
-			}
-		case v == "" || strings.EqualFold(v, "false"):
-			continue
-		case !strings.EqualFold(v, "true"):
-			return fmt.Errorf("aws: %s=%q: want true or false", f.env, v)
-		}
-		if missing := s.missingEndpoints(withSTS); len(missing) > 0 {
-			return fmt.Errorf("aws: %s, but phase-sidecar derives only the standard endpoints and will not silently use them instead of %s; "+
-				"set %s to the endpoints you want (or AWS_ENDPOINT_URL for all), or turn the setting off",
-				origin, f.what, strings.Join(missing, ", "))
-		}
-	}
-	// The SDK would ignore the AWS_ENDPOINT_URL variables this client uses.
-	ignore, origin := s.env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"), "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"
-	if ignore == "" && inProfile && prof.has("ignore_configured_endpoint_urls") {
-		ignore, origin = prof.get("ignore_configured_endpoint_urls"), fmt.Sprintf("profile %q sets ignore_configured_endpoint_urls (%s)", prof.name, prof.where("ignore_configured_endpoint_urls"))
-	}
-	if strings.EqualFold(ignore, "true") && len(s.missingEndpoints(true)) < len(endpointVars) {
-		return fmt.Errorf("aws: %s asks to ignore the configured AWS_ENDPOINT_URL variables, which phase-sidecar always uses; unset either", origin)
-	}
-	if !inProfile {
-		return nil
-	}
-	for _, k := range profileClientKeys {
-		if prof.get(k.key) != "" {
-			return fmt.Errorf("aws: credentials: default: profile %q sets %s (%s), which phase-sidecar does not read; remove it from the profile and %s",
-				prof.name, k.key, prof.where(k.key), k.fix)
-		}
 	}
 	return nil
 }
@@ -127,9 +226,10 @@ func (s *Source) checkEndpointSettings(prof *profile, withSTS bool) error {
 // defaultIMDSv6Endpoint is the IMDS endpoint of AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6.
 const defaultIMDSv6Endpoint = "http://[fd00:ec2::254]"
 
-// imdsEndpoint is the IMDS endpoint: AWS_EC2_METADATA_SERVICE_ENDPOINT,
-// else the IPv6 one when AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6, else
-// "" (the IPv4 default), as the SDK resolves it.
+// imdsEndpoint is "imds" mode's IMDS endpoint:
+// AWS_EC2_METADATA_SERVICE_ENDPOINT, else the IPv6 one when
+// AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6, else "" (the IPv4 default),
+// as the SDK resolves it.
 func imdsEndpoint(env func(string) string) (string, error) {
 	mode := strings.TrimSpace(env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"))
 	switch {

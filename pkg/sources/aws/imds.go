@@ -46,6 +46,7 @@ const (
 	IMDSNoRole                         // 404 on iam/security-credentials: no instance profile
 	IMDSBadCredentials                 // malformed credential document or an error code
 	IMDSExpiredCredentials             // credentials already expired
+	IMDSThrottled                      // HTTP 429: too many requests from this instance
 )
 
 // IMDSError is a diagnosed IMDS failure. Its message says what to do.
@@ -78,6 +79,8 @@ func (e *IMDSError) Error() string {
 		return fmt.Sprintf("aws: imds: the instance role credentials from %s are malformed or unavailable: %v", ep, e.Err)
 	case IMDSExpiredCredentials:
 		return fmt.Sprintf("aws: imds: the instance role credentials from %s are already expired: %v; check the host clock", ep, e.Err)
+	case IMDSThrottled:
+		return fmt.Sprintf("aws: imds: %s throttled the request (HTTP 429)", ep)
 	default:
 		return fmt.Sprintf("aws: imds: %s: %v", ep, e.Err)
 	}
@@ -89,6 +92,8 @@ func (e *IMDSError) Unwrap() []error {
 	switch e.Problem {
 	case IMDSNoRole, IMDSBadCredentials, IMDSExpiredCredentials:
 		s = sources.ErrAuth
+	case IMDSThrottled:
+		s = sources.ErrThrottled
 	}
 	if e.Err == nil {
 		return []error{s}
@@ -98,19 +103,23 @@ func (e *IMDSError) Unwrap() []error {
 
 // imdsDiag is the HTTP client under the IMDS client. It passes every request
 // on and notes the first failure it recognises, because the SDK's error
-// chain for a failed token PUT cannot be unwrapped.
+// chain for a failed token PUT cannot be unwrapped; it learns the endpoint
+// the SDK resolved from the requests, for messages.
 type imdsDiag struct {
 	next interface {
 		Do(*http.Request) (*http.Response, error)
 	}
-	endpoint string
 
-	mu    sync.Mutex
-	noted *IMDSError
+	mu       sync.Mutex
+	endpoint string
+	noted    *IMDSError
 }
 
 func (d *imdsDiag) Do(req *http.Request) (*http.Response, error) {
 	isToken := req.Method == http.MethodPut && strings.HasSuffix(req.URL.Path, "/api/token")
+	d.mu.Lock()
+	d.endpoint = req.URL.Scheme + "://" + req.URL.Host
+	d.mu.Unlock()
 	resp, err := d.next.Do(req)
 	if err != nil {
 		switch {
@@ -128,6 +137,8 @@ func (d *imdsDiag) Do(req *http.Request) (*http.Response, error) {
 		d.note(IMDSTokenRefused, resp.StatusCode, nil)
 	case !isToken && strings.Contains(req.URL.Path, "/iam/security-credentials") && resp.StatusCode == http.StatusNotFound:
 		d.note(IMDSNoRole, resp.StatusCode, nil)
+	case resp.StatusCode == http.StatusTooManyRequests:
+		d.note(IMDSThrottled, resp.StatusCode, nil)
 	}
 	return resp, nil
 }
@@ -141,15 +152,21 @@ func (d *imdsDiag) note(p IMDSProblem, status int, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.noted == nil {
-		d.noted = &IMDSError{Problem: p, Endpoint: d.ep(), Status: status, Err: err}
+		d.noted = &IMDSError{Problem: p, Endpoint: d.epLocked(), Status: status, Err: err}
 	}
 }
 
 func (d *imdsDiag) ep() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.epLocked()
+}
+
+func (d *imdsDiag) epLocked() string {
 	if d.endpoint == "" {
 		return defaultIMDSEndpoint
 	}
-	return strings.TrimSuffix(d.endpoint, "/")
+	return d.endpoint
 }
 
 func (d *imdsDiag) reset() {
@@ -161,6 +178,10 @@ func (d *imdsDiag) reset() {
 // explain returns the diagnosed error for err, or err in an IMDSError of
 // unknown kind.
 func (d *imdsDiag) explain(err error) error {
+	var ie *IMDSError
+	if errors.As(err, &ie) {
+		return ie
+	}
 	d.mu.Lock()
 	noted := d.noted
 	d.mu.Unlock()
@@ -183,22 +204,97 @@ func (d *imdsDiag) explain(err error) error {
 	return &IMDSError{Problem: IMDSUnknown, Endpoint: d.ep(), Err: err}
 }
 
+// imdsClient is the IMDSv2-only client with diagnosis: its errors are
+// IMDSErrors. It serves the instance-role credentials of both modes (the
+// SDK's default chain calls it through ec2rolecreds) and the placement
+// region.
+type imdsClient struct {
+	c    *imds.Client
+	diag *imdsDiag
+}
+
+var _ ec2rolecreds.GetMetadataAPIClient = (*imdsClient)(nil)
+
+// newIMDS builds the client of "imds" mode.
+func newIMDS(o imds.Options) *imdsClient {
+	m := &imdsClient{diag: &imdsDiag{}}
+	m.c = imds.New(o, m.options)
+	return m
+}
+
+// options make any IMDS client this package's: no IMDSv1 fallback under
+// any setting, one attempt per call, and short timeouts so that a missing
+// or hop-limited metadata service is diagnosed within seconds.
+func (m *imdsClient) options(o *imds.Options) {
+	m.diag.next = awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = imdsDialTimeout }).
+		WithTransportOptions(func(tr *http.Transport) { tr.ResponseHeaderTimeout = imdsHeaderTimeout })
+	o.HTTPClient = m.diag
+	o.EnableFallback = aws.FalseTernary
+	o.Retryer = aws.NopRetryer{}
+}
+
+func (m *imdsClient) GetMetadata(ctx context.Context, in *imds.GetMetadataInput, opts ...func(*imds.Options)) (*imds.GetMetadataOutput, error) {
+	m.diag.reset()
+	out, err := m.c.GetMetadata(ctx, in, opts...)
+	if err != nil {
+		return nil, m.diag.explain(err)
+	}
+	return out, nil
+}
+
+func (m *imdsClient) GetRegion(ctx context.Context, in *imds.GetRegionInput) (*imds.GetRegionOutput, error) {
+	m.diag.reset()
+	out, err := m.c.GetRegion(ctx, in)
+	if err != nil {
+		return nil, m.diag.explain(err)
+	}
+	return out, nil
+}
+
+// credentials is the instance role's provider for "imds" mode.
+func (m *imdsClient) credentials() *imdsCredentials {
+	return &imdsCredentials{provider: ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = m }), diag: m.diag}
+}
+
 // imdsCredentials is the instance-role provider with diagnosis: its errors
-// are IMDSErrors, and credentials that are incomplete or already expired are
-// refused rather than cached.
+// are IMDSErrors, and credentials that are incomplete or already expired
+// are refused rather than cached. Like the SDK's provider it keeps serving
+// credentials that are still valid when a refresh fails (the cache asks it
+// through HandleFailToRefresh), so a short IMDS outage fails no fetch.
 type imdsCredentials struct {
 	provider *ec2rolecreds.Provider
 	diag     *imdsDiag
 	now      func() time.Time // for tests; nil means time.Now
 }
 
+var (
+	_ aws.HandleFailRefreshCredentialsCacheStrategy = (*imdsCredentials)(nil)
+	_ aws.AdjustExpiresByCredentialsCacheStrategy   = (*imdsCredentials)(nil)
+)
+
 func (p *imdsCredentials) Retrieve(ctx context.Context) (aws.Credentials, error) {
-	p.diag.reset()
 	c, err := p.provider.Retrieve(ctx)
 	if err != nil {
+		var ie *IMDSError
+		if errors.As(err, &ie) {
+			return c, ie // without ec2rolecreds' prefix
+		}
 		return c, p.diag.explain(err)
 	}
 	return p.check(c)
+}
+
+func (p *imdsCredentials) HandleFailToRefresh(ctx context.Context, prev aws.Credentials, err error) (aws.Credentials, error) {
+	c, herr := p.provider.HandleFailToRefresh(ctx, prev, err)
+	if herr != nil {
+		return c, err // keep the diagnosis
+	}
+	return c, nil
+}
+
+func (p *imdsCredentials) AdjustExpiresBy(c aws.Credentials, d time.Duration) (aws.Credentials, error) {
+	return p.provider.AdjustExpiresBy(c, d)
 }
 
 func (p *imdsCredentials) check(c aws.Credentials) (aws.Credentials, error) {
@@ -214,18 +310,4 @@ func (p *imdsCredentials) check(c aws.Credentials) (aws.Credentials, error) {
 			Err: fmt.Errorf("expiration %s", c.Expires.UTC().Format(time.RFC3339))}
 	}
 	return c, nil
-}
-
-// newIMDS builds the IMDSv2-only client: no IMDSv1 fallback under any
-// setting, short timeouts so that a missing or hop-limited metadata service
-// is diagnosed within seconds.
-func newIMDS(endpoint string, diag *imdsDiag) *imds.Client {
-	diag.next = awshttp.NewBuildableClient().
-		WithDialerOptions(func(d *net.Dialer) { d.Timeout = imdsDialTimeout }).
-		WithTransportOptions(func(tr *http.Transport) { tr.ResponseHeaderTimeout = imdsHeaderTimeout })
-	return imds.New(imds.Options{
-		Endpoint:       endpoint,
-		EnableFallback: aws.FalseTernary,
-		HTTPClient:     diag,
-	})
 }

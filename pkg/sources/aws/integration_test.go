@@ -224,9 +224,6 @@ func TestIntegrationSecretsManagerThroughAssumeRole(t *testing.T) {
 	if got := testutil.ToFloat64(m.CredentialExpiry.WithLabelValues(sources.AWSSM)); got < float64(time.Now().Unix()) {
 		t.Errorf("credential expiry metric %v is not in the future", got)
 	}
-	if got := testutil.ToFloat64(m.SourceUp.WithLabelValues(sources.AWSSM)); got != 1 {
-		t.Errorf("source up = %v, want 1", got)
-	}
 	md.AssertNoIMDSv1(t)
 }
 
@@ -426,64 +423,99 @@ func TestIntegrationIMDSDiagnosis(t *testing.T) {
 	})
 }
 
-// TestIntegrationDefaultChain: credentials: default takes the default
-// chain, here the environment keys (read through Options.Env).
-func TestIntegrationDefaultChain(t *testing.T) {
-	t.Parallel()
-	moto := sharedMoto(t)
-	seed := newSeeder(t, moto, credentials.NewStaticCredentialsProvider("AKIADEFAULTCHAIN0001", "chain-secret", ""))
-	seed.param(t, "/default-chain/token", "tok", ssmtypes.ParameterTypeSecureString, true)
-	rec := newRecorder()
-	src, err := New(testCtx(t), config.AWS{Region: testRegion, Credentials: CredentialsDefault}, Options{
-		Env: envMap("AWS_ENDPOINT_URL", moto, "AWS_EC2_METADATA_DISABLED", "true",
-			"AWS_ACCESS_KEY_ID", "AKIADEFAULTCHAIN0001", "AWS_SECRET_ACCESS_KEY", "chain-secret",
-			"AWS_CONFIG_FILE", "/dev/null", "AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-		HTTPClient: rec,
-	})
-	if err != nil {
-		t.Fatal(err)
+// clearAWSEnv empties the AWS variables of the process environment for the
+// test (the SDK's default chain reads nothing else), with the shared files
+// in dir: the machine running the tests must not leak into them.
+func clearAWSEnv(t *testing.T, dir string) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "AWS_") {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
 	}
-	o, err := src.SSM().Fetch(testCtx(t), testenv.Ref(t, "aws-ssm:///default-chain/token"))
-	if err != nil || string(o.Value.Reveal()) != "tok" {
-		t.Fatalf("%v %q", err, o.Value.Reveal())
-	}
-	if got := rec.signers("ssm"); fmt.Sprint(got) != "[AKIADEFAULTCHAIN0001]" {
-		t.Errorf("signed by %v, want the environment's key", got)
-	}
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
 }
 
-// TestIntegrationDefaultChainSteps: the steps of the default chain that call
-// AWS or IMDS, against moto and the metadata mock.
-func TestIntegrationDefaultChainSteps(t *testing.T) {
-	t.Parallel()
+// TestIntegrationDefaultChain: credentials: default is the SDK's chain,
+// step by step, against moto (STS, SSM) and the metadata mock: environment
+// keys, web identity from the environment and from a profile, static
+// profile keys, a profile role chain (source_profile), credential_process,
+// and the instance role over IMDSv2 (also for the region). Each step's
+// principal signs the SSM read.
+func TestIntegrationDefaultChain(t *testing.T) {
 	moto, md := sharedMoto(t), sharedMetadataMock(t)
-	tokenFile := filepath.Join(t.TempDir(), "token")
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
 	// moto does not verify the token's signature.
 	if err := os.WriteFile(tokenFile, []byte("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwaGFzZSJ9.c2ln"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	nodeParam := uniq(t, "/chain-imds-")
+	process := filepath.Join(dir, "credential-process")
+	if err := os.WriteFile(process, []byte("#!/bin/sh\necho '{\"Version\": 1, \"AccessKeyId\": \"AKIAPROCESS000000001\", \"SecretAccessKey\": \"process-secret\"}'\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Keys outside moto's STS map to its default account; assumed roles to
+	// the role's.
+	defaultParam := uniq(t, "/chain-default-")
 	newSeeder(t, moto, credentials.NewStaticCredentialsProvider("AKIAPHASENODE0000001", "node-secret-key", "")).
-		param(t, nodeParam, "from-imds", ssmtypes.ParameterTypeSecureString, false)
-	roleParam := uniq(t, "/chain-web-identity-")
-	roleSeeder(t, moto).param(t, roleParam, "from-web-identity", ssmtypes.ParameterTypeSecureString, false)
+		param(t, defaultParam, "from-default-account", ssmtypes.ParameterTypeSecureString, false)
+	roleParam := uniq(t, "/chain-role-")
+	roleSeeder(t, moto).param(t, roleParam, "from-role", ssmtypes.ParameterTypeSecureString, false)
 
 	tests := []struct {
-		name, param, want string
-		env               []string
-		stsOp             string // the STS call the chain makes, "" for none
+		name       string
+		env        []string
+		config     string // the shared config file
+		param      string
+		want       string
+		signer     string // the access key that signs the SSM read ("" : an assumed role's, not the base's)
+		stsOp      string // the STS call the chain makes, "" for none
+		imdsRegion bool
 	}{
-		{"web identity", roleParam, "from-web-identity",
-			[]string{"AWS_WEB_IDENTITY_TOKEN_FILE", tokenFile, "AWS_ROLE_ARN", roleARN, "AWS_ROLE_SESSION_NAME", "phase-web", "AWS_EC2_METADATA_DISABLED", "true"},
-			"sts.AssumeRoleWithWebIdentity"},
-		{"instance role", nodeParam, "from-imds", []string{"AWS_EC2_METADATA_SERVICE_ENDPOINT", md.URL}, ""},
+		{name: "environment keys", env: []string{"AWS_ACCESS_KEY_ID", "AKIADEFAULTCHAIN0001", "AWS_SECRET_ACCESS_KEY", "chain-secret"},
+			param: defaultParam, want: "from-default-account", signer: "AKIADEFAULTCHAIN0001"},
+		{name: "web identity from the environment", env: []string{"AWS_WEB_IDENTITY_TOKEN_FILE", tokenFile, "AWS_ROLE_ARN", roleARN, "AWS_ROLE_SESSION_NAME", "phase-web"},
+			param: roleParam, want: "from-role", stsOp: "sts.AssumeRoleWithWebIdentity"},
+		{name: "web identity, region from IMDS placement", env: []string{"AWS_WEB_IDENTITY_TOKEN_FILE", tokenFile, "AWS_ROLE_ARN", roleARN, "AWS_ROLE_SESSION_NAME", "phase-web"},
+			param: roleParam, want: "from-role", stsOp: "sts.AssumeRoleWithWebIdentity", imdsRegion: true},
+		{name: "web identity in a profile", env: []string{"AWS_PROFILE", "wi"},
+			config: "[profile wi]\nrole_arn = " + roleARN + "\nweb_identity_token_file = " + tokenFile + "\nrole_session_name = phase-web\n",
+			param:  roleParam, want: "from-role", stsOp: "sts.AssumeRoleWithWebIdentity"},
+		{name: "profile keys", env: []string{"AWS_PROFILE", "static"},
+			config: "[profile static]\naws_access_key_id = AKIAPROFILE000000001\naws_secret_access_key = profile-secret\n",
+			param:  defaultParam, want: "from-default-account", signer: "AKIAPROFILE000000001"},
+		{name: "profile role chain", env: []string{"AWS_PROFILE", "chained"},
+			config: "[profile base]\naws_access_key_id = AKIABASE000000000001\naws_secret_access_key = base-secret\n" +
+				"[profile chained]\nrole_arn = " + roleARN + "\nsource_profile = base\nrole_session_name = phase-web\n",
+			param: roleParam, want: "from-role", stsOp: "sts.AssumeRole"},
+		{name: "credential_process", env: []string{"AWS_PROFILE", "process"},
+			config: "[profile process]\ncredential_process = " + process + "\n",
+			param:  defaultParam, want: "from-default-account", signer: "AKIAPROCESS000000001"},
+		{name: "instance role", param: defaultParam, want: "from-default-account", signer: "AKIAPHASENODE0000001"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
+			sub := t.TempDir()
+			clearAWSEnv(t, sub)
+			if err := os.WriteFile(filepath.Join(sub, "config"), []byte(tt.config), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("AWS_ENDPOINT_URL", moto)
+			// The SDK's chain resolves AWS_ENDPOINT_URL after the
+			// credentials, so its STS calls take only the STS variable.
+			t.Setenv("AWS_ENDPOINT_URL_STS", moto)
+			t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", md.URL)
+			for i := 0; i+1 < len(tt.env); i += 2 {
+				t.Setenv(tt.env[i], tt.env[i+1])
+			}
+			cfg := config.AWS{Region: testRegion, Credentials: CredentialsDefault}
+			if tt.imdsRegion {
+				cfg.Region = ""
+			}
 			rec := newRecorder()
-			env := append([]string{"AWS_ENDPOINT_URL", moto, "AWS_CONFIG_FILE", "/dev/null", "AWS_SHARED_CREDENTIALS_FILE", "/dev/null"}, tt.env...)
-			src, err := New(testCtx(t), config.AWS{Region: testRegion, Credentials: CredentialsDefault}, Options{Env: envMap(env...), HTTPClient: rec})
+			src, err := New(testCtx(t), cfg, Options{HTTPClient: rec})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -494,6 +526,13 @@ func TestIntegrationDefaultChainSteps(t *testing.T) {
 			if err != nil || string(o.Value.Reveal()) != tt.want {
 				t.Fatalf("%v %q, want %q", err, o.Value.Reveal(), tt.want)
 			}
+			if src.Region() != testRegion {
+				t.Errorf("region %q", src.Region())
+			}
+			signers := rec.signers("ssm")
+			if tt.signer != "" && fmt.Sprint(signers) != "["+tt.signer+"]" {
+				t.Errorf("SSM signed by %v, want %s", signers, tt.signer)
+			}
 			if tt.stsOp != "" {
 				if rec.count(tt.stsOp) != 1 {
 					t.Errorf("%d %s calls, want 1", rec.count(tt.stsOp), tt.stsOp)
@@ -501,8 +540,50 @@ func TestIntegrationDefaultChainSteps(t *testing.T) {
 				if !strings.Contains(strings.Join(rec.stsBodies(), "\n"), "RoleSessionName=phase-web") {
 					t.Errorf("STS request lacks the session name: %v", rec.stsBodies())
 				}
+				if len(signers) != 1 || strings.HasPrefix(signers[0], "AKIABASE") {
+					t.Errorf("SSM signed by %v, want the assumed role's key", signers)
+				}
 			}
 		})
 	}
 	t.Cleanup(func() { md.AssertNoIMDSv1(t) })
+}
+
+// TestDefaultChainSupportsSSO: an IAM Identity Center profile is the SDK's
+// to resolve, not refused; without a cached SSO login the credentials fail
+// with the SDK's word for it, as an authentication failure.
+func TestDefaultChainSupportsSSO(t *testing.T) {
+	dir := t.TempDir()
+	clearAWSEnv(t, dir)
+	t.Setenv("HOME", dir) // the SSO token cache: ~/.aws/sso/cache
+	t.Setenv("AWS_PROFILE", "sso")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	profile := "[profile sso]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Reader\nregion = eu-west-1\n" +
+		"[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\nsso_region = eu-west-1\n"
+	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(profile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src, err := New(context.Background(), config.AWS{Credentials: CredentialsDefault}, Options{})
+	if err != nil {
+		t.Fatalf("an SSO profile is refused: %v", err)
+	}
+	if src.Region() != "eu-west-1" {
+		t.Errorf("region %q, want the profile's", src.Region())
+	}
+	err = src.Check(context.Background())
+	if !errors.Is(err, sources.ErrAuth) || !strings.Contains(err.Error(), "SSO") {
+		t.Errorf("Check without a login: %v, want an ErrAuth naming SSO", err)
+	}
+}
+
+// TestDefaultModeMissingProfile: a profile named by AWS_PROFILE that the
+// shared files lack is refused at start-up, with the SDK's word for it.
+func TestDefaultModeMissingProfile(t *testing.T) {
+	dir := t.TempDir()
+	clearAWSEnv(t, dir)
+	t.Setenv("AWS_PROFILE", "nope")
+	_, err := New(context.Background(), config.AWS{Credentials: CredentialsDefault}, Options{})
+	if err == nil || !strings.Contains(err.Error(), "nope") || !strings.Contains(err.Error(), "credentials: default") {
+		t.Errorf("%v, want a start-up error naming the profile", err)
+	}
 }

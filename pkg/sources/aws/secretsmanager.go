@@ -5,79 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/smithy-go"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources/aws/internal/awsjson"
 )
 
 // smAPI is the part of the Secrets Manager API the source calls.
 type smAPI interface {
-	GetSecretValue(ctx context.Context, in *getSecretValueInput) (*getSecretValueOutput, error)
-	BatchGetSecretValue(ctx context.Context, in *batchGetSecretValueInput) (*batchGetSecretValueOutput, error)
+	GetSecretValue(ctx context.Context, in *awsjson.GetSecretValueInput) (*awsjson.GetSecretValueOutput, error)
+	BatchGetSecretValue(ctx context.Context, in *awsjson.BatchGetSecretValueInput) (*awsjson.BatchGetSecretValueOutput, error)
 }
 
-// The request and response shapes, with the API's JSON field names; only
-// the fields the source uses.
-type (
-	getSecretValueInput struct {
-		SecretId     string
-		VersionId    string `json:",omitempty"`
-		VersionStage string `json:",omitempty"`
-	}
-	getSecretValueOutput struct {
-		SecretString *secretText
-		SecretBinary []byte // base64 in JSON
-		VersionId    string
-	}
-	batchGetSecretValueInput struct {
-		SecretIdList []string
-		NextToken    string `json:",omitempty"`
-	}
-	batchGetSecretValueOutput struct {
-		SecretValues []secretValueEntry
-		Errors       []smAPIError
-		NextToken    string
-	}
-	secretValueEntry struct {
-		ARN          string
-		Name         string
-		SecretString *secretText
-		SecretBinary []byte
-		VersionId    string
-	}
-	smAPIError struct {
-		SecretId  string
-		ErrorCode string
-		Message   string
-	}
-)
-
-func (o *getSecretValueOutput) wipe() {
-	o.SecretString.wipe()
-	clear(o.SecretBinary)
-}
-
-func (o *batchGetSecretValueOutput) wipe() {
-	for i := range o.SecretValues {
-		o.SecretValues[i].SecretString.wipe()
-		clear(o.SecretValues[i].SecretBinary)
-	}
-}
-
-// smClient is smAPI over the JSON protocol.
-type smClient struct{ c *jsonClient }
-
-func (c smClient) GetSecretValue(ctx context.Context, in *getSecretValueInput) (*getSecretValueOutput, error) {
-	out := &getSecretValueOutput{}
-	return out, c.c.call(ctx, "GetSecretValue", in, out)
-}
-
-func (c smClient) BatchGetSecretValue(ctx context.Context, in *batchGetSecretValueInput) (*batchGetSecretValueOutput, error) {
-	out := &batchGetSecretValueOutput{}
-	return out, c.c.call(ctx, "BatchGetSecretValue", in, out)
-}
+var _ smAPI = awsjson.SecretsManager{}
 
 // smBatchMax is BatchGetSecretValue's limit on SecretIdList.
 const smBatchMax = 20
@@ -94,6 +37,7 @@ type secretsManager struct {
 	// noBatch is set when the role may not call BatchGetSecretValue; batches
 	// then fall back to GetSecretValue per secret.
 	noBatch atomic.Bool
+	gate    throttleGate
 }
 
 var (
@@ -103,6 +47,9 @@ var (
 
 func (m *secretsManager) client(ctx context.Context) (smAPI, error) {
 	if _, err := m.s.credentials(ctx, sources.AWSSM); err != nil {
+		return nil, err
+	}
+	if err := m.gate.wait(ctx, sources.AWSSM); err != nil {
 		return nil, err
 	}
 	if err := m.s.wait(ctx); err != nil {
@@ -117,7 +64,7 @@ func (m *secretsManager) client(ctx context.Context) (smAPI, error) {
 // ?version_id=.
 func (m *secretsManager) Fetch(ctx context.Context, ref sources.Ref) (sources.Object, error) {
 	what := fmt.Sprintf("aws-sm: get secret %q", ref.Path)
-	in := &getSecretValueInput{SecretId: ref.Path}
+	in := &awsjson.GetSecretValueInput{SecretId: ref.Path}
 	if id := ref.Param("version_id"); id != "" {
 		in.VersionId = id
 		what += fmt.Sprintf(" version_id %q", id)
@@ -137,22 +84,28 @@ func (m *secretsManager) Fetch(ctx context.Context, ref sources.Ref) (sources.Ob
 	}
 	out, err := api.GetSecretValue(ctx, in)
 	if err != nil {
-		err = m.s.classify(what, "secretsmanager:GetSecretValue", err, nil)
-		m.s.observe(sources.AWSSM, err)
-		return sources.Object{}, err
+		return sources.Object{}, m.observe(m.s.classify(what, "secretsmanager:GetSecretValue", err, nil))
 	}
-	m.s.observe(sources.AWSSM, nil)
+	m.observe(nil)
 	return smObject(what, out.SecretString, out.SecretBinary, out.VersionId)
+}
+
+// observe passes err (nil for an answer) to the throttling gate.
+func (m *secretsManager) observe(err error) error {
+	if d := m.gate.observe(err, time.Now()); d > 0 {
+		m.s.log.Debug("throttled by AWS; holding Secrets Manager reads back", "source", sources.AWSSM, "backoff", d.String())
+	}
+	return err
 }
 
 // smObject moves the decoded value into a secret.Value and clears the
 // decoded bytes.
-func smObject(what string, str *secretText, bin []byte, versionID string) (sources.Object, error) {
+func smObject(what string, str *awsjson.SecretText, bin []byte, versionID string) (sources.Object, error) {
 	o := sources.Object{Version: versionID}
 	switch {
 	case str != nil:
 		o.Value = secret.New(*str)
-		str.wipe()
+		str.Wipe()
 	case bin != nil:
 		o.Value = secret.New(bin)
 		clear(bin)
@@ -234,13 +187,11 @@ func (m *secretsManager) batch(ctx context.Context, ids []string) (map[string]so
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		out, err := api.BatchGetSecretValue(ctx, &batchGetSecretValueInput{SecretIdList: ids, NextToken: next})
+		out, err := api.BatchGetSecretValue(ctx, &awsjson.BatchGetSecretValueInput{SecretIdList: ids, NextToken: next})
 		if err != nil {
-			err = m.s.classify(what, "secretsmanager:BatchGetSecretValue", err, nil)
-			m.s.observe(sources.AWSSM, err)
-			return nil, err
+			return nil, m.observe(m.s.classify(what, "secretsmanager:BatchGetSecretValue", err, nil))
 		}
-		m.s.observe(sources.AWSSM, nil)
+		m.observe(nil)
 		for _, v := range out.SecretValues {
 			// The answer names the secret by name and ARN; the request may
 			// have used either.
@@ -258,7 +209,7 @@ func (m *secretsManager) batch(ctx context.Context, ids []string) (map[string]so
 				got[id] = sources.Result{Object: o, Err: err}
 			}
 		}
-		out.wipe() // values that answered no id asked for
+		out.Wipe() // values that answered no id asked for
 		for _, e := range out.Errors {
 			if want[e.SecretId] {
 				got[e.SecretId] = sources.Result{Err: m.batchError(e.SecretId, e)}
@@ -270,7 +221,7 @@ func (m *secretsManager) batch(ctx context.Context, ids []string) (map[string]so
 	}
 }
 
-func (m *secretsManager) batchError(id string, e smAPIError) error {
+func (m *secretsManager) batchError(id string, e awsjson.APIErrorType) error {
 	err := &smithy.GenericAPIError{Code: e.ErrorCode, Message: e.Message}
 	return m.s.classify(fmt.Sprintf("aws-sm: get secret %q", id), "secretsmanager:GetSecretValue", err, nil)
 }

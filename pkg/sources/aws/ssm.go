@@ -6,89 +6,23 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/aws/smithy-go"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources/aws/internal/awsjson"
 )
 
 // ssmAPI is the part of the SSM API the source calls.
 type ssmAPI interface {
-	GetParameter(ctx context.Context, in *getParameterInput) (*getParameterOutput, error)
-	GetParameters(ctx context.Context, in *getParametersInput) (*getParametersOutput, error)
-	GetParametersByPath(ctx context.Context, in *getParametersByPathInput) (*getParametersByPathOutput, error)
+	GetParameter(ctx context.Context, in *awsjson.GetParameterInput) (*awsjson.GetParameterOutput, error)
+	GetParameters(ctx context.Context, in *awsjson.GetParametersInput) (*awsjson.GetParametersOutput, error)
+	GetParametersByPath(ctx context.Context, in *awsjson.GetParametersByPathInput) (*awsjson.GetParametersByPathOutput, error)
 }
 
-// The request and response shapes, with the API's JSON field names; only
-// the fields the source uses.
-type (
-	getParameterInput struct {
-		Name           string
-		WithDecryption bool
-	}
-	getParameterOutput struct {
-		Parameter *parameter
-	}
-	getParametersInput struct {
-		Names          []string
-		WithDecryption bool
-	}
-	getParametersOutput struct {
-		Parameters        []parameter
-		InvalidParameters []string
-	}
-	getParametersByPathInput struct {
-		Path           string
-		Recursive      bool
-		WithDecryption bool
-		MaxResults     int32  `json:",omitempty"`
-		NextToken      string `json:",omitempty"`
-	}
-	getParametersByPathOutput struct {
-		Parameters []parameter
-		NextToken  string
-	}
-	parameter struct {
-		Name     string
-		Selector string
-		Value    secretText
-		Version  int64
-	}
-)
-
-func (o *getParameterOutput) wipe() {
-	if o.Parameter != nil {
-		o.Parameter.Value.wipe()
-	}
-}
-
-func (o *getParametersOutput) wipe()       { wipeParameters(o.Parameters) }
-func (o *getParametersByPathOutput) wipe() { wipeParameters(o.Parameters) }
-
-func wipeParameters(ps []parameter) {
-	for i := range ps {
-		ps[i].Value.wipe()
-	}
-}
-
-// ssmClient is ssmAPI over the JSON protocol.
-type ssmClient struct{ c *jsonClient }
-
-func (c ssmClient) GetParameter(ctx context.Context, in *getParameterInput) (*getParameterOutput, error) {
-	out := &getParameterOutput{}
-	return out, c.c.call(ctx, "GetParameter", in, out)
-}
-
-func (c ssmClient) GetParameters(ctx context.Context, in *getParametersInput) (*getParametersOutput, error) {
-	out := &getParametersOutput{}
-	return out, c.c.call(ctx, "GetParameters", in, out)
-}
-
-func (c ssmClient) GetParametersByPath(ctx context.Context, in *getParametersByPathInput) (*getParametersByPathOutput, error) {
-	out := &getParametersByPathOutput{}
-	return out, c.c.call(ctx, "GetParametersByPath", in, out)
-}
+var _ ssmAPI = awsjson.SSM{}
 
 const (
 	ssmBatchMax = 10 // GetParameters' limit on Names
@@ -98,7 +32,8 @@ const (
 // parameterStore reads aws-ssm:// refs. SecureStrings are always decrypted;
 // a StringList is the raw comma-separated value.
 type parameterStore struct {
-	s *Source
+	s    *Source
+	gate throttleGate
 }
 
 var (
@@ -108,6 +43,9 @@ var (
 
 func (p *parameterStore) client(ctx context.Context) (ssmAPI, error) {
 	if _, err := p.s.credentials(ctx, sources.AWSSSM); err != nil {
+		return nil, err
+	}
+	if err := p.gate.wait(ctx, sources.AWSSSM); err != nil {
 		return nil, err
 	}
 	if err := p.s.wait(ctx); err != nil {
@@ -144,24 +82,30 @@ func (p *parameterStore) Fetch(ctx context.Context, ref sources.Ref) (sources.Ob
 	if err != nil {
 		return sources.Object{}, fmt.Errorf("%s: %w", what, err)
 	}
-	out, err := api.GetParameter(ctx, &getParameterInput{Name: name, WithDecryption: true})
+	out, err := api.GetParameter(ctx, &awsjson.GetParameterInput{Name: name, WithDecryption: true})
 	if err != nil {
-		err = p.s.classify(what, "ssm:GetParameter", err, nil)
-		p.s.observe(sources.AWSSSM, err)
-		return sources.Object{}, err
+		return sources.Object{}, p.observe(p.s.classify(what, "ssm:GetParameter", err, nil))
 	}
-	p.s.observe(sources.AWSSSM, nil)
+	p.observe(nil)
 	if out.Parameter == nil {
 		return sources.Object{}, fmt.Errorf("%s: empty answer: %w", what, sources.ErrNotFound)
 	}
 	return paramObject(out.Parameter), nil
 }
 
+// observe passes err (nil for an answer) to the throttling gate.
+func (p *parameterStore) observe(err error) error {
+	if d := p.gate.observe(err, time.Now()); d > 0 {
+		p.s.log.Debug("throttled by AWS; holding SSM reads back", "source", sources.AWSSSM, "backoff", d.String())
+	}
+	return err
+}
+
 // paramObject moves the decoded value into a secret.Value and clears the
 // decoded bytes.
-func paramObject(p *parameter) sources.Object {
+func paramObject(p *awsjson.Parameter) sources.Object {
 	o := sources.Object{Value: secret.New(p.Value), Version: sources.Version(p.Version)}
-	p.Value.wipe()
+	p.Value.Wipe()
 	return o
 }
 
@@ -194,7 +138,7 @@ func (p *parameterStore) byPath(ctx context.Context, path string) (sources.Objec
 		if err != nil {
 			return sources.Object{}, fmt.Errorf("%s: %w", what, err)
 		}
-		out, err := api.GetParametersByPath(ctx, &getParametersByPathInput{
+		out, err := api.GetParametersByPath(ctx, &awsjson.GetParametersByPathInput{
 			Path:           apiPath,
 			Recursive:      true,
 			WithDecryption: true,
@@ -202,21 +146,19 @@ func (p *parameterStore) byPath(ctx context.Context, path string) (sources.Objec
 			NextToken:      next,
 		})
 		if err != nil {
-			err = p.s.classify(what, "ssm:GetParametersByPath", err, nil)
-			p.s.observe(sources.AWSSSM, err)
-			return sources.Object{}, err
+			return sources.Object{}, p.observe(p.s.classify(what, "ssm:GetParametersByPath", err, nil))
 		}
-		p.s.observe(sources.AWSSSM, nil)
+		p.observe(nil)
 		for i := range out.Parameters {
 			prm := &out.Parameters[i]
 			field := FieldName(path, prm.Name)
 			if other, dup := names[field]; dup {
-				out.wipe()
+				out.Wipe()
 				return sources.Object{}, fmt.Errorf("%s: parameters %q and %q both map to field %q; rename one", what, other, prm.Name, field)
 			}
 			names[field] = prm.Name
 			fields[field] = secret.New(prm.Value)
-			prm.Value.wipe()
+			prm.Value.Wipe()
 			versions = append(versions, fmt.Sprintf("%s\x00%d", prm.Name, prm.Version))
 		}
 		if next = out.NextToken; next == "" {
@@ -281,13 +223,11 @@ func (p *parameterStore) batch(ctx context.Context, names []string) (map[string]
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	out, err := api.GetParameters(ctx, &getParametersInput{Names: names, WithDecryption: true})
+	out, err := api.GetParameters(ctx, &awsjson.GetParametersInput{Names: names, WithDecryption: true})
 	if err != nil {
-		err = p.s.classify(what, "ssm:GetParameters", err, nil)
-		p.s.observe(sources.AWSSSM, err)
-		return nil, err
+		return nil, p.observe(p.s.classify(what, "ssm:GetParameters", err, nil))
 	}
-	p.s.observe(sources.AWSSSM, nil)
+	p.observe(nil)
 	got := make(map[string]sources.Result, len(names))
 	for i := range out.Parameters {
 		prm := &out.Parameters[i]

@@ -24,52 +24,51 @@ import (
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources/aws/internal/awsjson"
 )
 
 // fakeSM and fakeSSM are function-field fakes of the API clients.
 type fakeSM struct {
-	get   func(*getSecretValueInput) (*getSecretValueOutput, error)
-	batch func(*batchGetSecretValueInput) (*batchGetSecretValueOutput, error)
+	get   func(*awsjson.GetSecretValueInput) (*awsjson.GetSecretValueOutput, error)
+	batch func(*awsjson.BatchGetSecretValueInput) (*awsjson.BatchGetSecretValueOutput, error)
 }
 
-func (f *fakeSM) GetSecretValue(_ context.Context, in *getSecretValueInput) (*getSecretValueOutput, error) {
+func (f *fakeSM) GetSecretValue(_ context.Context, in *awsjson.GetSecretValueInput) (*awsjson.GetSecretValueOutput, error) {
 	return f.get(in)
 }
 
-func (f *fakeSM) BatchGetSecretValue(_ context.Context, in *batchGetSecretValueInput) (*batchGetSecretValueOutput, error) {
+func (f *fakeSM) BatchGetSecretValue(_ context.Context, in *awsjson.BatchGetSecretValueInput) (*awsjson.BatchGetSecretValueOutput, error) {
 	return f.batch(in)
 }
 
 type fakeSSM struct {
-	get    func(*getParameterInput) (*getParameterOutput, error)
-	gets   func(*getParametersInput) (*getParametersOutput, error)
-	byPath func(*getParametersByPathInput) (*getParametersByPathOutput, error)
+	get    func(*awsjson.GetParameterInput) (*awsjson.GetParameterOutput, error)
+	gets   func(*awsjson.GetParametersInput) (*awsjson.GetParametersOutput, error)
+	byPath func(*awsjson.GetParametersByPathInput) (*awsjson.GetParametersByPathOutput, error)
 }
 
-func (f *fakeSSM) GetParameter(_ context.Context, in *getParameterInput) (*getParameterOutput, error) {
+func (f *fakeSSM) GetParameter(_ context.Context, in *awsjson.GetParameterInput) (*awsjson.GetParameterOutput, error) {
 	return f.get(in)
 }
 
-func (f *fakeSSM) GetParameters(_ context.Context, in *getParametersInput) (*getParametersOutput, error) {
+func (f *fakeSSM) GetParameters(_ context.Context, in *awsjson.GetParametersInput) (*awsjson.GetParametersOutput, error) {
 	return f.gets(in)
 }
 
-func (f *fakeSSM) GetParametersByPath(_ context.Context, in *getParametersByPathInput) (*getParametersByPathOutput, error) {
+func (f *fakeSSM) GetParametersByPath(_ context.Context, in *awsjson.GetParametersByPathInput) (*awsjson.GetParametersByPathOutput, error) {
 	return f.byPath(in)
 }
 
 // text is a decoded JSON string.
-func text(s string) *secretText {
-	t := secretText(s)
+func text(s string) *awsjson.SecretText {
+	t := awsjson.SecretText(s)
 	return &t
 }
 
 func fakeSource(sm smAPI, p ssmAPI, cfg config.AWS) *Source {
 	s := &Source{
 		log:    slog.New(slog.DiscardHandler),
-		env:    envMap(),
 		cfg:    cfg,
-		gate:   &gate{},
 		region: testRegion,
 		creds:  aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider("AKIAFAKE", "fake", "")),
 		sm:     sm,
@@ -84,36 +83,47 @@ func TestClassify(t *testing.T) {
 	t.Parallel()
 	s := fakeSource(nil, nil, config.AWS{AssumeRole: &config.AssumeRole{RoleARN: roleARN}})
 	api := func(code, msg string) error { return &smithy.GenericAPIError{Code: code, Message: msg} }
-	resp := func(status int) error {
+	respWith := func(status int, h http.Header, err error) error {
 		return &awshttp.ResponseError{ResponseError: &smithyhttp.ResponseError{
-			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}}, Err: errors.New("deserialization failed")}}
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status, Header: h}}, Err: err}}
 	}
+	resp := func(status int) error { return respWith(status, http.Header{}, errors.New("deserialization failed")) }
+	retryAfter := http.Header{"Retry-After": {"7"}}
 	tests := []struct {
-		name string
-		err  error
-		want error
-		text []string
+		name  string
+		err   error
+		want  error
+		text  []string
+		after time.Duration // the RetryAfterError's wait, if any
 	}{
 		{"access denied", api("AccessDeniedException", "User: arn:aws:sts::1:assumed-role/r/s is not authorized to perform: secretsmanager:GetSecretValue"),
-			sources.ErrPermission, []string{"access denied", roleARN, "secretsmanager:GetSecretValue", "assumed-role/r/s"}},
-		{"kms", api("DecryptionFailure", "kms"), sources.ErrPermission, nil},
-		{"not found", api("ResourceNotFoundException", "Secrets Manager can't find the specified secret."), sources.ErrNotFound, []string{"not found"}},
-		{"parameter not found", api("ParameterNotFound", ""), sources.ErrNotFound, nil},
-		{"version not found", api("ParameterVersionNotFound", ""), sources.ErrNotFound, nil},
-		{"throttling", api("ThrottlingException", "Rate exceeded"), sources.ErrThrottled, []string{"backs off"}},
-		{"expired token", api("ExpiredTokenException", ""), sources.ErrAuth, nil},
-		{"bad key", api("UnrecognizedClientException", ""), sources.ErrAuth, nil},
+			sources.ErrPermission, []string{"access denied", roleARN, "secretsmanager:GetSecretValue", "assumed-role/r/s"}, 0},
+		{"kms", api("DecryptionFailure", "kms"), sources.ErrPermission, nil, 0},
+		{"not found", api("ResourceNotFoundException", "Secrets Manager can't find the specified secret."), sources.ErrNotFound, []string{"not found"}, 0},
+		{"parameter not found", api("ParameterNotFound", ""), sources.ErrNotFound, nil, 0},
+		{"version not found", api("ParameterVersionNotFound", ""), sources.ErrNotFound, nil, 0},
+		{"throttling", api("ThrottlingException", "Rate exceeded"), sources.ErrThrottled, []string{"throttled by AWS (ThrottlingException)"}, 0},
+		{"STS throttling", api("Throttling", "Rate exceeded"), sources.ErrThrottled, nil, 0},
+		{"SDK throttle code", api("RequestThrottledException", ""), sources.ErrThrottled, nil, 0},
+		{"429 with an unknown code", respWith(429, http.Header{}, api("SlowDownPlease", "")), sources.ErrThrottled, nil, 0},
+		{"429 with Retry-After", respWith(429, retryAfter, api("ThrottlingException", "")), sources.ErrThrottled, []string{"Retry-After 7s"}, 7 * time.Second},
+		{"503 with Retry-After", respWith(503, retryAfter, errors.New("html")), sources.ErrUnavailable, []string{"HTTP 503"}, 7 * time.Second},
+		{"5xx with an unknown code", respWith(502, http.Header{}, api("BadGatewayish", "")), sources.ErrUnavailable, nil, 0},
+		{"Retry-After on a 404 is not a wait", respWith(404, retryAfter, api("ResourceNotFoundException", "")), sources.ErrNotFound, nil, 0},
+		{"expired token", api("ExpiredTokenException", ""), sources.ErrAuth, nil, 0},
+		{"bad key", api("UnrecognizedClientException", ""), sources.ErrAuth, nil, 0},
 		{"invalid signature", api("InvalidSignatureException", "Signature expired: 20300102T030405Z is now earlier than 20300102T031000Z"),
-			sources.ErrAuth, []string{"InvalidSignatureException", "Signature expired", "check the host clock (NTP"}},
-		{"signature does not match", api("SignatureDoesNotMatch", ""), sources.ErrAuth, []string{"check the host clock (NTP"}},
-		{"time too skewed", api("RequestTimeTooSkewed", ""), sources.ErrAuth, []string{"check the host clock (NTP"}},
-		{"request expired", api("RequestExpired", ""), sources.ErrAuth, []string{"check the host clock (NTP"}},
-		{"internal", api("InternalServiceError", ""), sources.ErrUnavailable, nil},
-		{"undecodable 403", resp(403), sources.ErrPermission, []string{"HTTP 403"}},
-		{"undecodable 503", resp(503), sources.ErrUnavailable, nil},
-		{"send", &smithyhttp.RequestSendError{Err: syscall.ECONNREFUSED}, sources.ErrUnavailable, []string{"cannot reach AWS"}},
-		{"quota", &ratelimit.QuotaExceededError{}, sources.ErrThrottled, nil},
-		{"deadline", fmt.Errorf("op: %w", context.DeadlineExceeded), context.DeadlineExceeded, nil},
+			sources.ErrAuth, []string{"InvalidSignatureException", "Signature expired", "check the host clock (NTP"}, 0},
+		{"signature does not match", api("SignatureDoesNotMatch", ""), sources.ErrAuth, []string{"check the host clock (NTP"}, 0},
+		{"time too skewed", api("RequestTimeTooSkewed", ""), sources.ErrAuth, []string{"check the host clock (NTP"}, 0},
+		{"request expired", api("RequestExpired", ""), sources.ErrAuth, []string{"check the host clock (NTP"}, 0},
+		{"internal", api("InternalServiceError", ""), sources.ErrUnavailable, nil, 0},
+		{"request timeout", api("RequestTimeoutException", ""), sources.ErrUnavailable, nil, 0},
+		{"undecodable 403", resp(403), sources.ErrPermission, []string{"HTTP 403"}, 0},
+		{"undecodable 503", resp(503), sources.ErrUnavailable, nil, 0},
+		{"send", &smithyhttp.RequestSendError{Err: syscall.ECONNREFUSED}, sources.ErrUnavailable, []string{"cannot reach AWS"}, 0},
+		{"quota", &ratelimit.QuotaExceededError{}, sources.ErrThrottled, nil, 0},
+		{"deadline", fmt.Errorf("op: %w", context.DeadlineExceeded), context.DeadlineExceeded, nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,6 +143,9 @@ func TestClassify(t *testing.T) {
 			if !errors.Is(err, tt.err) {
 				t.Errorf("the SDK error is not kept for errors.As")
 			}
+			if got := sources.RetryAfter(err); got != tt.after {
+				t.Errorf("Retry-After %v, want %v", got, tt.after)
+			}
 		})
 	}
 }
@@ -150,10 +163,10 @@ func TestSecretsManagerFetchSelectsVersion(t *testing.T) {
 		t.Run(tt.ref, func(t *testing.T) {
 			t.Parallel()
 			ref := testenv.Ref(t, tt.ref)
-			var got *getSecretValueInput
-			sm := &fakeSM{get: func(in *getSecretValueInput) (*getSecretValueOutput, error) {
+			var got *awsjson.GetSecretValueInput
+			sm := &fakeSM{get: func(in *awsjson.GetSecretValueInput) (*awsjson.GetSecretValueOutput, error) {
 				got = in
-				return &getSecretValueOutput{SecretString: text(`{"password":"p"}`), VersionId: "v-9"}, nil
+				return &awsjson.GetSecretValueOutput{SecretString: text(`{"password":"p"}`), VersionId: "v-9"}, nil
 			}}
 			o, err := fakeSource(sm, nil, config.AWS{}).SecretsManager().Fetch(context.Background(), ref)
 			if err != nil {
@@ -175,17 +188,17 @@ func TestSecretsManagerFetchBatch(t *testing.T) {
 	var batchSizes []int
 	var singles []string
 	sm := &fakeSM{
-		get: func(in *getSecretValueInput) (*getSecretValueOutput, error) {
+		get: func(in *awsjson.GetSecretValueInput) (*awsjson.GetSecretValueOutput, error) {
 			mu.Lock()
 			singles = append(singles, in.SecretId+"@"+in.VersionStage)
 			mu.Unlock()
-			return &getSecretValueOutput{SecretString: text("single"), VersionId: "vs"}, nil
+			return &awsjson.GetSecretValueOutput{SecretString: text("single"), VersionId: "vs"}, nil
 		},
-		batch: func(in *batchGetSecretValueInput) (*batchGetSecretValueOutput, error) {
+		batch: func(in *awsjson.BatchGetSecretValueInput) (*awsjson.BatchGetSecretValueOutput, error) {
 			mu.Lock()
 			batchSizes = append(batchSizes, len(in.SecretIdList))
 			mu.Unlock()
-			out := &batchGetSecretValueOutput{}
+			out := &awsjson.BatchGetSecretValueOutput{}
 			ids := in.SecretIdList
 			// Page the first call: half now, half after NextToken.
 			if in.NextToken == "" && len(ids) == smBatchMax {
@@ -197,10 +210,10 @@ func TestSecretsManagerFetchBatch(t *testing.T) {
 			for _, id := range ids {
 				switch {
 				case id == "s-missing":
-					out.Errors = append(out.Errors, smAPIError{SecretId: id, ErrorCode: "ResourceNotFoundException", Message: "can't find"})
+					out.Errors = append(out.Errors, awsjson.APIErrorType{SecretId: id, ErrorCode: "ResourceNotFoundException", Message: "can't find"})
 				case id == "s-unanswered":
 				default:
-					out.SecretValues = append(out.SecretValues, secretValueEntry{
+					out.SecretValues = append(out.SecretValues, awsjson.SecretValueEntry{
 						Name: id, ARN: "arn:" + id, SecretString: text("v:" + id), VersionId: "ver-" + id})
 				}
 			}
@@ -249,13 +262,13 @@ func TestSecretsManagerBatchDeniedFallsBack(t *testing.T) {
 	t.Parallel()
 	var batches, singles int
 	sm := &fakeSM{
-		batch: func(*batchGetSecretValueInput) (*batchGetSecretValueOutput, error) {
+		batch: func(*awsjson.BatchGetSecretValueInput) (*awsjson.BatchGetSecretValueOutput, error) {
 			batches++
 			return nil, &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not authorized to perform: secretsmanager:BatchGetSecretValue"}
 		},
-		get: func(in *getSecretValueInput) (*getSecretValueOutput, error) {
+		get: func(in *awsjson.GetSecretValueInput) (*awsjson.GetSecretValueOutput, error) {
 			singles++
-			return &getSecretValueOutput{SecretString: text("x"), VersionId: "v"}, nil
+			return &awsjson.GetSecretValueOutput{SecretString: text("x"), VersionId: "v"}, nil
 		},
 	}
 	src := fakeSource(sm, nil, config.AWS{}).SecretsManager().(sources.Batcher)
@@ -275,19 +288,19 @@ func TestSecretsManagerBatchDeniedFallsBack(t *testing.T) {
 func TestSSMFetchBatch(t *testing.T) {
 	t.Parallel()
 	var calls [][]string
-	p := &fakeSSM{gets: func(in *getParametersInput) (*getParametersOutput, error) {
+	p := &fakeSSM{gets: func(in *awsjson.GetParametersInput) (*awsjson.GetParametersOutput, error) {
 		calls = append(calls, in.Names)
 		if !in.WithDecryption {
 			t.Error("GetParameters without decryption")
 		}
-		out := &getParametersOutput{}
+		out := &awsjson.GetParametersOutput{}
 		for _, n := range in.Names {
 			name, sel, _ := strings.Cut(n, ":")
 			if name == "/missing" {
 				out.InvalidParameters = append(out.InvalidParameters, n)
 				continue
 			}
-			prm := parameter{Name: name, Value: secretText("v" + name), Version: 3}
+			prm := awsjson.Parameter{Name: name, Value: awsjson.SecretText("v" + name), Version: 3}
 			if sel != "" {
 				prm.Selector = ":" + sel
 			}
@@ -338,15 +351,15 @@ func TestSSMByPath(t *testing.T) {
 				names = append(names, n)
 			}
 			pages := 0
-			p := &fakeSSM{byPath: func(in *getParametersByPathInput) (*getParametersByPathOutput, error) {
+			p := &fakeSSM{byPath: func(in *awsjson.GetParametersByPathInput) (*awsjson.GetParametersByPathOutput, error) {
 				if in.Path != "/app" || !in.Recursive || !in.WithDecryption {
 					t.Errorf("sent path %q recursive %v decrypt %v", in.Path, in.Recursive, in.WithDecryption)
 				}
 				// One parameter per page.
-				out := &getParametersByPathOutput{}
+				out := &awsjson.GetParametersByPathOutput{}
 				if pages < len(names) {
 					n := names[pages]
-					out.Parameters = []parameter{{Name: n, Value: secretText(tt.params[n]), Version: 1}}
+					out.Parameters = []awsjson.Parameter{{Name: n, Value: awsjson.SecretText(tt.params[n]), Version: 1}}
 				}
 				pages++
 				if pages < len(names) {
@@ -390,45 +403,57 @@ func TestFieldName(t *testing.T) {
 	}
 }
 
-// TestThrottleBacksOffWholeSource: a throttled Secrets Manager read holds
-// back SSM too, until the back-off ends or the caller gives up.
-func TestThrottleBacksOffWholeSource(t *testing.T) {
+// TestThrottleGate: a throttled Secrets Manager read holds later Secrets
+// Manager reads back (not SSM's: AWS throttles them apart) until the
+// back-off ends or the caller gives up; the back-off grows within its
+// bounds, takes a Retry-After as its floor, and the next answer resets it.
+func TestThrottleGate(t *testing.T) {
 	t.Parallel()
-	sm := &fakeSM{get: func(*getSecretValueInput) (*getSecretValueOutput, error) {
+	smCalls := 0
+	sm := &fakeSM{get: func(*awsjson.GetSecretValueInput) (*awsjson.GetSecretValueOutput, error) {
+		smCalls++
 		return nil, &smithy.GenericAPIError{Code: "ThrottlingException", Message: "Rate exceeded"}
 	}}
-	p := &fakeSSM{get: func(*getParameterInput) (*getParameterOutput, error) {
-		t.Error("SSM called during the back-off")
-		return nil, errors.New("unreachable")
+	ssmCalls := 0
+	p := &fakeSSM{get: func(*awsjson.GetParameterInput) (*awsjson.GetParameterOutput, error) {
+		ssmCalls++
+		return &awsjson.GetParameterOutput{Parameter: &awsjson.Parameter{Name: "/x", Value: awsjson.SecretText("v"), Version: 1}}, nil
 	}}
 	s := fakeSource(sm, p, config.AWS{})
 	_, err := s.SecretsManager().Fetch(context.Background(), testenv.Ref(t, "aws-sm://a"))
-	if !errors.Is(err, sources.ErrThrottled) {
-		t.Fatalf("%v, want ErrThrottled", err)
-	}
-	until := s.gate.until()
-	if until.IsZero() {
-		t.Fatal("no back-off after a throttle")
+	if !errors.Is(err, sources.ErrThrottled) || !sources.SourceLevel(err) {
+		t.Fatalf("%v, want a source-level ErrThrottled", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err = s.SSM().Fetch(ctx, testenv.Ref(t, "aws-ssm:///x"))
-	if !errors.Is(err, sources.ErrThrottled) {
-		t.Fatalf("SSM during back-off: %v, want ErrThrottled", err)
+	_, err = s.SecretsManager().Fetch(ctx, testenv.Ref(t, "aws-sm://a"))
+	if !errors.Is(err, sources.ErrThrottled) || smCalls != 1 {
+		t.Fatalf("during the back-off: %v after %d calls, want ErrThrottled after 1", err, smCalls)
 	}
-	// Back-off grows while throttles continue, within its bounds.
-	g := &gate{}
+	if _, err := s.SSM().Fetch(context.Background(), testenv.Ref(t, "aws-ssm:///x")); err != nil || ssmCalls != 1 {
+		t.Fatalf("SSM after a Secrets Manager throttle: %v after %d calls", err, ssmCalls)
+	}
+
+	var g throttleGate
 	now := time.Now()
+	throttled := &awsError{msg: "throttled", sentinel: sources.ErrThrottled, err: errors.New("x")}
 	for i := range 10 {
-		d := g.throttled(now)
+		d := g.observe(throttled, now)
 		hi := min(time.Second<<i, time.Minute)
 		if d < hi/2 || d > hi {
 			t.Errorf("strike %d: back-off %v outside [%v, %v]", i, d, hi/2, hi)
 		}
 	}
-	g.reset()
-	if !g.until().IsZero() {
-		t.Error("reset left a back-off")
+	if d := g.observe(&sources.RetryAfterError{Err: throttled, After: 3 * time.Minute}, now); d != 3*time.Minute {
+		t.Errorf("Retry-After 3m: back-off %v", d)
+	}
+	g.observe(&awsError{msg: "unavailable", sentinel: sources.ErrUnavailable, err: errors.New("x")}, now)
+	if g.open.IsZero() {
+		t.Error("a 5xx reset the gate")
+	}
+	g.observe(&awsError{msg: "not found", sentinel: sources.ErrNotFound, err: errors.New("x")}, now)
+	if !g.open.IsZero() || g.strike != 0 {
+		t.Error("an answer did not reset the gate")
 	}
 }
 
@@ -535,9 +560,9 @@ func TestNewValidates(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
 	calls := 0
-	p := &fakeSSM{get: func(*getParameterInput) (*getParameterOutput, error) {
+	p := &fakeSSM{get: func(*awsjson.GetParameterInput) (*awsjson.GetParameterOutput, error) {
 		calls++
-		return &getParameterOutput{Parameter: &parameter{Name: "/x", Value: secretText("v"), Version: 1}}, nil
+		return &awsjson.GetParameterOutput{Parameter: &awsjson.Parameter{Name: "/x", Value: awsjson.SecretText("v"), Version: 1}}, nil
 	}}
 	s := fakeSource(nil, p, config.AWS{RateLimit: 0.001})
 	s.limiter = rate.NewLimiter(rate.Limit(0.001), 1)
