@@ -159,7 +159,7 @@ func TestRevokedTokenNoticed(t *testing.T) {
 // the reload's time and the margin before its end.
 func TestCappedLeaseReplacedWithRoom(t *testing.T) {
 	d := vaultDev(t)
-	_, ref := redisRole(t, d, "6s", "8s")
+	_, ref := redisRole(t, d, "6s", "7s")
 	ref.Lead = sources.Lead{Reload: time.Second}
 	clk := &clock{}
 	s := newSource(t, d, Config{}, Options{Now: clk.now})

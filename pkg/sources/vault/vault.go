@@ -481,7 +481,7 @@ func (s *Source) keepLease(ctx context.Context, ref sources.Ref, l *leased) (sou
 	}
 	dur := time.Duration(sec.LeaseDuration) * time.Second
 	now = s.now()
-	if dur+time.Second < l.duration {
+	if dur < l.duration {
 		// Cut short by the lease's max TTL: it ends at now+dur whatever
 		// happens. Replace it, leaving room for the app's reload.
 		l.capped = true
