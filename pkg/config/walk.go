@@ -394,8 +394,10 @@ const DefaultRenewMargin = 0.1
 func parseMargin(s string) (Margin, string) {
 	if p, ok := strings.CutSuffix(s, "%"); ok {
 		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
-		if err != nil || f < 0 || f >= 100 || math.IsNaN(f) {
-			return Margin{}, fmt.Sprintf("want a percentage of the lifetime from 0%% to below 100%% (such as \"10%%\"), got %q", s)
+		if err != nil || f <= 0 || f >= 100 || math.IsNaN(f) {
+			// 0% would read as "no margin" but the reload's own time is
+			// always kept; a zero fraction means the default here.
+			return Margin{}, fmt.Sprintf("want a percentage of the lifetime above 0%% and below 100%% (such as \"10%%\"), got %q", s)
 		}
 		return Margin{Fraction: f / 100}, ""
 	}
