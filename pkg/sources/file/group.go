@@ -71,12 +71,14 @@ func (s *Source) FetchGroup(ctx context.Context, refs []sources.Ref) []sources.R
 // A symlink is followed here only if its target has no ".." (joined
 // lexically, one with ".." can name another place than the kernel reaches);
 // the rest of such a chain is left to the open, below the anchor.
+//
+// A file ref is anchored by its links alone (Lstat, Readlink), never by
+// opening its target: during a swap the target a path resolved to a moment
+// ago may be gone already (kubelet removes the old generation right after
+// the swap), and a member that failed to anchor would be read on its own,
+// from whichever generation its open found.
 func anchor(path string) (dir, rel string, ok bool) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", "", false
-	}
-	if fi.IsDir() {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		if _, err := os.Lstat(filepath.Join(path, dataDir)); err == nil {
 			return filepath.Join(path, dataDir), ".", true
 		}
@@ -135,10 +137,19 @@ func (s *Source) readGroup(ctx context.Context, dir string, ms []member) []sourc
 	results := make([]sources.Result, len(ms))
 	var err error
 	for range attempts {
-		var gen string
-		gen, err = filepath.EvalSymlinks(dir)
-		if err != nil {
-			err = fail("resolve", dir, err)
+		gen, rerr := filepath.EvalSymlinks(dir)
+		if rerr != nil {
+			// No generation to read now: each member fails as its own
+			// open would (the same error Fetch gives), unless a later
+			// attempt finds one.
+			for j, m := range ms {
+				op, at := "open", m.path
+				if m.rel == "." && filepath.Base(dir) == dataDir {
+					op, at = "resolve", dir // a volume directory, as fetchDir says
+				}
+				results[j] = sources.Result{Err: fail(op, at, rerr)}
+			}
+			err = nil
 			continue
 		}
 		for j, m := range ms {
@@ -156,6 +167,9 @@ func (s *Source) readGroup(ctx context.Context, dir string, ms []member) []sourc
 		}
 		err = fmt.Errorf("file: read %q: %w: the directory was replaced during the read", dir, sources.ErrNotFound)
 		s.logger.Debug("generation replaced during read, retrying", "path", dir)
+	}
+	if err == nil {
+		return results // the last attempt found no generation
 	}
 	return fill(results, sources.Result{Err: err})
 }

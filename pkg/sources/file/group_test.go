@@ -316,3 +316,43 @@ func TestFetchGroupCancelled(t *testing.T) {
 		}
 	}
 }
+
+// A member resolved just before a swap whose old generation is removed by
+// the time it is looked at has no target for a moment; it is anchored by
+// its links all the same. A member that fell out of its group would be read
+// alone, from whatever generation its own open found (CI saw one mixed pair
+// in 10 614 group reads that way).
+func TestAnchorWithoutTarget(t *testing.T) {
+	dir := t.TempDir()
+	kubeletWrite(t, dir, pairOf(0))
+	gen, err := os.Readlink(filepath.Join(dir, "..data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, gen)); err != nil {
+		t.Fatal(err) // ..data dangles, as between kubelet's swap and a reader's open
+	}
+	for _, tt := range []struct{ path, dir, rel string }{
+		{path: filepath.Join(dir, "tls.crt"), dir: filepath.Join(dir, "..data"), rel: "tls.crt"},
+		{path: filepath.Join(dir, "..data", "tls.key"), dir: filepath.Join(dir, "..data"), rel: "tls.key"},
+	} {
+		d, rel, ok := anchor(tt.path)
+		if !ok || d != tt.dir || rel != tt.rel {
+			t.Errorf("anchor(%q) = %q, %q, %v; want %q, %q, true", tt.path, d, rel, ok, tt.dir, tt.rel)
+		}
+	}
+
+	root := t.TempDir()
+	if err := writeRelease(root, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := pointAt(root, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "releases", "0")); err != nil {
+		t.Fatal(err)
+	}
+	if d, rel, ok := anchor(filepath.Join(root, "current", "tls.crt")); !ok || d != filepath.Join(root, "current") || rel != "tls.crt" {
+		t.Errorf("anchor(current/tls.crt) with its release gone = %q, %q, %v", d, rel, ok)
+	}
+}
