@@ -8,7 +8,7 @@
 # PHASE_FLEET_N is set). Every PHASE_FLEET_* setting is listed in
 # test/fleet/fleet_test.go.
 #
-#   test/bench/fleet.sh                       # both backends, N=200
+#   test/bench/fleet.sh                       # vault, aws-sm, aws-ssm, aws (half each), N=200
 #   PHASE_FLEET_N=50 PHASE_FLEET_BACKENDS=vault test/bench/fleet.sh
 #   PHASE_FLEET_OUT=/tmp/fleet test/bench/fleet.sh   # CSVs and table.md there
 set -euo pipefail

@@ -17,14 +17,17 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/test/servers"
 )
 
-// AWS is moto serving Secrets Manager and SSM: a pod's even paths are
-// secrets (fleet/sI/pJ), its odd paths parameters (/fleet/sI/pJ). Pods use
-// static keys from the environment (credentials: default), so no STS or
-// IMDS request is part of the load.
+// AWS is moto serving Secrets Manager and SSM. By default a pod's even
+// paths are secrets (fleet/sI/pJ), its odd paths parameters (/fleet/sI/pJ):
+// two sources of half the paths each, so two breakers. Only "sm" or "ssm"
+// gives a pod every path from one service, one source as a Vault pod has.
+// Pods use static keys from the environment (credentials: default), so no
+// STS or IMDS request is part of the load.
 type AWS struct {
-	url string
-	sm  *secretsmanager.Client
-	ssm *ssm.Client
+	url  string
+	only string // "", "sm" or "ssm"
+	sm   *secretsmanager.Client
+	ssm  *ssm.Client
 }
 
 var _ Backend = (*AWS)(nil)
@@ -35,8 +38,9 @@ const (
 	awsSecretKey = "fleet-secret-key"
 )
 
-// NewAWS starts moto with its log in dir.
-func NewAWS(t testing.TB, dir string) *AWS {
+// NewAWS starts moto with its log in dir; only is "" (both services, half
+// the paths each), "sm" or "ssm".
+func NewAWS(t testing.TB, dir, only string) *AWS {
 	t.Helper()
 	url := servers.Moto(t, dir)
 	cfg := aws.Config{
@@ -44,10 +48,26 @@ func NewAWS(t testing.TB, dir string) *AWS {
 		Credentials:  credentials.NewStaticCredentialsProvider(awsKeyID, awsSecretKey, ""),
 		BaseEndpoint: aws.String(url),
 	}
-	return &AWS{url: url, sm: secretsmanager.NewFromConfig(cfg), ssm: ssm.NewFromConfig(cfg)}
+	return &AWS{url: url, only: only, sm: secretsmanager.NewFromConfig(cfg), ssm: ssm.NewFromConfig(cfg)}
 }
 
-func (a *AWS) Name() string { return "aws" }
+func (a *AWS) Name() string {
+	if a.only != "" {
+		return "aws-" + a.only
+	}
+	return "aws"
+}
+
+// parameter says whether path j of a pod is an SSM parameter.
+func (a *AWS) parameter(j int) bool {
+	switch a.only {
+	case "sm":
+		return false
+	case "ssm":
+		return true
+	}
+	return j%2 == 1
+}
 
 func (a *AWS) URL() string { return a.url }
 
@@ -68,7 +88,7 @@ func (a *AWS) Classify(r *http.Request) string {
 func (a *AWS) name(i, j int) string { return fmt.Sprintf("fleet/s%d/p%d", i, j) }
 
 func (a *AWS) Ref(i, j int) string {
-	if j%2 == 0 {
+	if !a.parameter(j) {
 		return "aws-sm://" + a.name(i, j)
 	}
 	return "aws-ssm:///" + a.name(i, j)
@@ -84,7 +104,7 @@ func (a *AWS) Put(t testing.TB, n, paths, gen int) {
 		name, value := a.name(i, j), Value(i, j, gen)
 		var err error
 		switch {
-		case j%2 == 1:
+		case a.parameter(j):
 			_, err = a.ssm.PutParameter(ctx, &ssm.PutParameterInput{
 				Name: aws.String("/" + name), Value: aws.String(value), Type: ssmtypes.ParameterTypeSecureString, Overwrite: aws.Bool(gen > 0),
 			})

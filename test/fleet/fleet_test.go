@@ -26,7 +26,7 @@ import (
 //	PHASE_FLEET_FRESH_WITHIN    outage end → every pod fresh (5m10s: the breaker cap + one refresh, issue 11's bound; it returns as soon as every pod is fresh)
 //	PHASE_FLEET_SIDECAR         a phase-sidecar binary to run instead of building this tree's (to compare commits)
 //	PHASE_FLEET_OUT             a directory for the per-second CSVs and the table
-//	PHASE_FLEET_BENCH=1         run TestFleetBench; PHASE_FLEET_BACKENDS (vault,aws), PHASE_FLEET_FAULT (503)
+//	PHASE_FLEET_BENCH=1         run TestFleetBench; PHASE_FLEET_BACKENDS (vault,aws-sm,aws-ssm,aws; aws is half sm, half ssm per pod), PHASE_FLEET_FAULT (503)
 //	PHASE_FLEET_AGENT=1         run TestFleetVaultAgent
 //	PHASE_FLEET_ASSERT_BREAKER  0 turns TestFleet's outage-load assertion into a log line (default 1)
 
@@ -132,9 +132,11 @@ func newBackend(t *testing.T, name string) Backend {
 	case "vault":
 		return NewVault(t, t.TempDir())
 	case "aws":
-		return NewAWS(t, t.TempDir())
+		return NewAWS(t, t.TempDir(), "")
+	case "aws-sm", "aws-ssm":
+		return NewAWS(t, t.TempDir(), strings.TrimPrefix(name, "aws-"))
 	}
-	t.Fatalf("unknown backend %q (want vault or aws)", name)
+	t.Fatalf("unknown backend %q (want vault, aws, aws-sm or aws-ssm)", name)
 	return nil
 }
 
@@ -204,7 +206,7 @@ func assertRelief(t *testing.T, r *Result) {
 }
 
 // TestFleetBench is issue 11's benchmark: PHASE_FLEET_N (200) sidecars
-// against each of PHASE_FLEET_BACKENDS (vault,aws) with the outage
+// against each of PHASE_FLEET_BACKENDS (vault,aws-sm,aws-ssm,aws) with the outage
 // PHASE_FLEET_FAULT (503). It prints the figures as a markdown table and
 // asserts nothing about load; test/bench/fleet.sh runs it.
 func TestFleetBench(t *testing.T) {
@@ -219,7 +221,7 @@ func TestFleetBench(t *testing.T) {
 	}
 	o.Fault = fault
 	var results []*Result
-	for _, name := range strings.Split(envOr("PHASE_FLEET_BACKENDS", "vault,aws"), ",") {
+	for _, name := range strings.Split(envOr("PHASE_FLEET_BACKENDS", "vault,aws-sm,aws-ssm,aws"), ",") {
 		t.Run(name, func(t *testing.T) {
 			res := Run(t, newBackend(t, name), Sidecar{Bin: bin}, o)
 			res.Check(t)
