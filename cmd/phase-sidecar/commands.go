@@ -91,13 +91,7 @@ func setup(ctx context.Context, cfg *config.Config, log *slog.Logger, daemon boo
 	}
 	var onChange func(engine.Change)
 	if daemon {
-		var exclude []string
-		for _, s := range cfg.Secrets {
-			if !s.Reload {
-				exclude = append(exclude, s.Name)
-			}
-		}
-		p.reload, err = reload.New(cfg.Reload, reload.Options{Logger: log, Metrics: p.metrics, Notifier: notifier, Exclude: exclude})
+		p.reload, err = reload.New(reloadConfig(cfg), reload.Options{Logger: log, Metrics: p.metrics, Notifier: notifier})
 		if err != nil {
 			p.sink.Close()
 			return nil, usageError{err}
@@ -149,12 +143,9 @@ func supervise(cfg *config.Config, log *slog.Logger, app []string) error {
 	if r := cfg.Reload; r.Signal != nil || r.HTTP != nil || r.Exec != nil {
 		return usageError{errors.New("a supervised app (run … -- APP) is reloaded by reload.supervise; remove reload.signal, reload.http and reload.exec")}
 	}
-	sv := cfg.Reload.Supervise
-	sup, err := reload.NewSupervisor(app, reload.SupervisorOptions{
-		Logger: log, Signal: sv.Signal, Restart: sv.Restart,
-		StopSignal: sv.StopSignal, StopTimeout: sv.StopTimeout,
-		Env: reload.ChildEnv(os.Environ()), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
-	})
+	o := supervisorOptions(cfg.Reload.Supervise)
+	o.Logger, o.Env, o.Stdin, o.Stdout, o.Stderr = log, reload.ChildEnv(os.Environ()), os.Stdin, os.Stdout, os.Stderr
+	sup, err := reload.NewSupervisor(app, o)
 	if err != nil {
 		return usageError{err}
 	}

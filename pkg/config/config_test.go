@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/reload"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
@@ -227,26 +228,6 @@ func TestErrorsNeverEchoCredentials(t *testing.T) {
 	}
 }
 
-// The redacted form keeps what helps to fix the URL: scheme, host, path
-// and query keys.
-func TestRedactURL(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"http://127.0.0.1:8000/-/reload", "http://127.0.0.1:8000/-/reload"},
-		{"ftp://h/r?token=SUPERSECRET", "ftp://h/r?token=REDACTED"},
-		{"http://h/?a=1&b=&c", "http://h/?a=REDACTED&b=REDACTED&REDACTED"},
-		{"https://user:pw@h:1/x", "https://h:1/x"},
-		{"https://user:p/w@h/x?k=v#frag", "https://h/x?k=REDACTED#REDACTED"},
-		{"user:pw@h/x", "h/x"},
-		{"h/x?k=v@w", "h/x?k=REDACTED"},
-		{"", ""},
-	}
-	for _, tt := range tests {
-		if got := RedactURL(tt.in); got != tt.want {
-			t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 // The limits hold, and no further: a file name of exactly 255 bytes, a
 // bundle name of 232, a refresh of
 // exactly 1s, millisecond reload timings and a bundle member naming one
@@ -366,7 +347,7 @@ reload:
 	if got := c.TargetPath(key); got != "/run/s/tls/tls.key" {
 		t.Errorf("TargetPath = %q", got)
 	}
-	if s := c.Reload.Signal; s == nil || s.Name != "SIGUSR1" || s.PIDFile != "/run/app.pid" || c.Reload.OnInitialSync != InitialAlways {
+	if s := c.Reload.Signal; s == nil || s.Name != "SIGUSR1" || s.PIDFile != "/run/app.pid" || c.Reload.OnInitialSync != reload.OnInitialAlways {
 		t.Errorf("Reload = %+v", c.Reload)
 	}
 	if got := c.Kinds(); !slices.Equal(got, []string{sources.File}) {
@@ -476,7 +457,7 @@ func TestWarnings(t *testing.T) {
 	if len(c.Warnings) != 1 || !strings.HasPrefix(c.Warnings[0].Error(), "x.yaml:3:43: reload.signal.process: ") || !strings.Contains(c.Warnings[0].Error(), `such as "manage.py rqworker"`) {
 		t.Errorf("warnings = %v", c.Warnings)
 	}
-	for in, want := range map[string]string{"true": InitialAlways, "false": InitialAuto, "never": InitialNever, "auto": InitialAuto} {
+	for in, want := range map[string]string{"true": reload.OnInitialAlways, "false": reload.OnInitialAuto, "never": reload.OnInitialNever, "auto": reload.OnInitialAuto} {
 		c, err := Parse("x.yaml", []byte("output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\"}]\nreload: {on_initial_sync: "+in+"}\n"))
 		if err != nil || c.Reload.OnInitialSync != want {
 			t.Errorf("on_initial_sync %s: %v, %v; want %s", in, c, err, want)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/reload"
 	"github.com/phase-sidecar/phase-sidecar/pkg/render"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
 )
@@ -111,7 +112,7 @@ var fields = map[string]field{
 
 	"reload":                        {desc: "How the app is told about changes: at most one of signal, http, exec."},
 	"reload.signal":                 {desc: "Send a signal to the app's process."},
-	"reload.signal.name":            {desc: "The signal.", def: "SIGHUP", enum: signalNames},
+	"reload.signal.name":            {desc: "The signal.", def: "SIGHUP", enum: reload.SignalNames()},
 	"reload.signal.pid_file":        {desc: "File holding the app's pid, re-read at each reload."},
 	"reload.signal.process":         {desc: "The app's executable name (needs a shared PID namespace)."},
 	"reload.http":                   {desc: "Call a URL."},
@@ -126,13 +127,13 @@ var fields = map[string]field{
 	"reload.exec.command":           {desc: "Program and arguments.", required: true},
 	"reload.exec.timeout":           {desc: "Time the command may take.", def: "30s"},
 	"reload.supervise":              {desc: "Settings for the app supervised by run … -- APP ARGS."},
-	"reload.supervise.signal":       {desc: "Signal sent to the child on change.", def: "SIGHUP", enum: signalNames},
+	"reload.supervise.signal":       {desc: "Signal sent to the child on change.", def: "SIGHUP", enum: reload.SignalNames()},
 	"reload.supervise.restart":      {desc: "Restart the child on change instead of signalling it.", def: false},
-	"reload.supervise.stop_signal":  {desc: "Signal that stops the child.", def: "SIGTERM", enum: signalNames},
+	"reload.supervise.stop_signal":  {desc: "Signal that stops the child.", def: "SIGTERM", enum: reload.SignalNames()},
 	"reload.supervise.stop_timeout": {desc: "Time the child has to stop before SIGKILL.", def: "10s"},
 	"reload.coalesce":               {desc: "Quiet time that groups changes into one reload.", def: "1s"},
 	"reload.max_wait":               {desc: "Longest a change waits for its reload; >= coalesce.", def: "10s"},
-	"reload.on_initial_sync":        {desc: "auto: tell the app after the first sync only when it is already running (pid file alive or a matching process); always; never. true and false mean always and auto.", def: InitialAuto, enum: []string{InitialAuto, InitialAlways, InitialNever}},
+	"reload.on_initial_sync":        {desc: "auto: tell the app after the first sync only when it is already running (pid file alive or a matching process); always; never. true and false mean always and auto.", def: reload.OnInitialAuto, enum: []string{reload.OnInitialAuto, reload.OnInitialAlways, reload.OnInitialNever}},
 }
 
 // constraints across the keys of one mapping.

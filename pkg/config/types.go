@@ -198,17 +198,11 @@ type Reload struct {
 	Supervise Supervise
 	Coalesce  time.Duration // default 1s
 	MaxWait   time.Duration // cap on the total coalescing wait; default 10s
-	// OnInitialSync: "auto" (default: the first sync notifies only an app
-	// that is already running), "always", "never".
+	// OnInitialSync: reload.OnInitialAuto (default: the first sync
+	// notifies only an app that is already running), OnInitialAlways or
+	// OnInitialNever.
 	OnInitialSync string
 }
-
-// Initial-sync policies of reload.on_initial_sync.
-const (
-	InitialAuto   = "auto"
-	InitialAlways = "always"
-	InitialNever  = "never"
-)
 
 // Signal sends a signal to a process found by pid file or by name.
 type Signal struct {

@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v4"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/reload"
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -575,50 +576,10 @@ func (d *decoder) checkURL(n *yaml.Node, field, raw, example string) {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		d.errorf(n, field, "want an http:// or https:// URL such as %s, got %q", example, RedactURL(raw))
+		d.errorf(n, field, "want an http:// or https:// URL such as %s, got %q", example, secret.RedactURL(raw))
 	case u.User != nil:
-		d.errorf(n, field, "credentials in the URL are not accepted, got %q; send them in a header", RedactURL(raw))
+		d.errorf(n, field, "credentials in the URL are not accepted, got %q; send them in a header", secret.RedactURL(raw))
 	}
-}
-
-// RedactURL returns raw without what may be a credential: the userinfo is
-// removed, every query value and the fragment become REDACTED. It works on
-// the text, so it also redacts what url.Parse refuses. It is the project's
-// one URL redactor (config errors, reload logs).
-func RedactURL(raw string) string {
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		scheme, rest = "", raw
-	}
-	rest, _, hasFrag := strings.Cut(rest, "#")
-	rest, query, hasQuery := strings.Cut(rest, "?")
-	// Userinfo ends at the last @ before the query; a password may hold a /
-	// so the authority's end cannot be trusted.
-	if i := strings.LastIndex(rest, "@"); i >= 0 {
-		rest = rest[i+1:]
-	}
-	var b strings.Builder
-	if ok {
-		b.WriteString(scheme + "://")
-	}
-	b.WriteString(rest)
-	if hasQuery {
-		b.WriteByte('?')
-		for i, kv := range strings.Split(query, "&") {
-			if i > 0 {
-				b.WriteByte('&')
-			}
-			if k, _, ok := strings.Cut(kv, "="); ok {
-				b.WriteString(k + "=REDACTED")
-			} else if kv != "" {
-				b.WriteString("REDACTED")
-			}
-		}
-	}
-	if hasFrag {
-		b.WriteString("#REDACTED")
-	}
-	return b.String()
 }
 
 var (
@@ -684,7 +645,6 @@ func (d *decoder) aws(m *mapping) *AWS {
 }
 
 var (
-	signalNames  = SignalNames
 	httpMethodRE = regexp.MustCompile(`^[A-Z]{1,16}$`)
 	headerNameRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 )
@@ -724,14 +684,14 @@ func (d *decoder) reload(m *mapping, r *Reload) {
 		}
 		d.errorf(at, "reload.max_wait", "want max_wait (%s) >= coalesce (%s)", r.MaxWait, r.Coalesce)
 	}
-	r.OnInitialSync = InitialAuto
+	r.OnInitialSync = reload.OnInitialAuto
 	if v := m.scalar("on_initial_sync", kString, "auto, always or never"); v != nil {
 		switch val := strings.ToLower(v.Value); {
 		case v.ShortTag() == "!!bool" && val == "true":
-			r.OnInitialSync = InitialAlways // the old boolean: true meant always
+			r.OnInitialSync = reload.OnInitialAlways // the old boolean: true meant always
 		case v.ShortTag() == "!!bool" && val == "false":
-			r.OnInitialSync = InitialAuto
-		case v.Value == InitialAuto || v.Value == InitialAlways || v.Value == InitialNever:
+			r.OnInitialSync = reload.OnInitialAuto
+		case v.Value == reload.OnInitialAuto || v.Value == reload.OnInitialAlways || v.Value == reload.OnInitialNever:
 			r.OnInitialSync = v.Value
 		default:
 			d.errorf(v, "reload.on_initial_sync", "want auto (tell the app after the first sync only when it is already running), always or never (true and false still mean always and auto), got %q", v.Value)
@@ -750,19 +710,13 @@ func interpreterScript(p string) bool {
 	return strings.HasSuffix(p, ".py") || strings.HasSuffix(p, ".js") || strings.HasSuffix(p, ".rb")
 }
 
-// SignalNames are the signals a reload may send: the one list, which
-// pkg/reload maps to numbers with x/sys/unix.
-var SignalNames = []string{"SIGHUP", "SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"}
-
-// signalName reads a signal name, normalised to its SIG… form.
+// signalName reads a signal name, normalised to its SIG… form; the table
+// is pkg/reload's.
 func (d *decoder) signalName(m *mapping, key string, dst *string) {
 	if n := m.str(key, dst); n != nil {
-		name := strings.ToUpper(*dst)
-		if !strings.HasPrefix(name, "SIG") {
-			name = "SIG" + name
-		}
-		if !slices.Contains(signalNames, name) {
-			d.errorf(n, m.field(key), "want one of %s, got %q", strings.Join(signalNames, ", "), *dst)
+		name, ok := reload.CanonicalSignal(*dst)
+		if !ok {
+			d.errorf(n, m.field(key), "want one of %s, got %q", strings.Join(reload.SignalNames(), ", "), *dst)
 		}
 		*dst = name
 	}

@@ -5,8 +5,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 )
 
 // BenchmarkChangeToSignal measures Changed() → SIGHUP received by a real
@@ -19,11 +17,11 @@ func BenchmarkChangeToSignal(b *testing.B) {
 		b.Run(by, func(b *testing.B) {
 			pidFile := filepath.Join(b.TempDir(), "app.pid")
 			c := startCounter(b, nil, "-pid-file", pidFile)
-			sig := &config.Signal{PIDFile: pidFile}
+			sig := &SignalConfig{PIDFile: pidFile}
 			if by == "process" {
-				sig = &config.Signal{Process: "sighup-counter"}
+				sig = &SignalConfig{Process: "sighup-counter"}
 			}
-			r, err := New(config.Reload{Signal: sig, Coalesce: window}, Options{Logger: discard()})
+			r, err := New(Config{Signal: sig, Coalesce: window}, Options{Logger: discard()})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -51,7 +49,7 @@ func BenchmarkChangeToSignal(b *testing.B) {
 // BenchmarkScanProc is the /proc scan that signal.process costs on every
 // notification, on this machine's process table.
 func BenchmarkScanProc(b *testing.B) {
-	s, err := NewSignal(config.Signal{Process: "no-such-process-name"}, discard())
+	s, err := NewSignal(SignalConfig{Process: "no-such-process-name"}, discard())
 	if err != nil {
 		b.Fatal(err)
 	}

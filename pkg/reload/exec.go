@@ -13,20 +13,14 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 )
 
 // ChangedEnv is the environment variable that carries the changed secrets'
 // names, comma-separated, to an exec command.
 const ChangedEnv = "PHASE_SIDECAR_CHANGED"
 
-// Defaults for the exec notifier.
-const (
-	DefaultExecTimeout = 30 * time.Second
-	// MaxOutput is how much of a command's combined output is logged.
-	MaxOutput = 4 << 10
-)
+// MaxOutput is how much of a command's combined output is logged.
+const MaxOutput = 4 << 10
 
 // Exec runs a command, without a shell, in its own process group. On
 // timeout the whole group is killed. Its combined output goes to the log,
@@ -40,19 +34,16 @@ type Exec struct {
 
 var _ Notifier = (*Exec)(nil)
 
-// NewExec checks cfg and builds the notifier.
-func NewExec(cfg config.Exec, logger *slog.Logger) (*Exec, error) {
+// NewExec builds the notifier; logger nil means slog.Default().
+func NewExec(cfg ExecConfig, logger *slog.Logger) (*Exec, error) {
+	// Kept although config refuses it too: the zero value has no argv[0].
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return nil, errors.New("reload: exec.command must name a program")
 	}
 	if logger == nil {
 		logger = slog.Default()
 	}
-	e := &Exec{argv: append([]string(nil), cfg.Command...), timeout: cfg.Timeout, logger: logger}
-	if e.timeout <= 0 {
-		e.timeout = DefaultExecTimeout
-	}
-	return e, nil
+	return &Exec{argv: append([]string(nil), cfg.Command...), timeout: cfg.Timeout, logger: logger}, nil
 }
 
 func (e *Exec) target() string { return e.argv[0] }
@@ -67,8 +58,11 @@ func (e *Exec) Check() error {
 
 // Notify runs the command once and waits for it.
 func (e *Exec) Notify(ctx context.Context, b Batch) error {
-	ctx, cancel := context.WithTimeout(ctx, e.timeout)
-	defer cancel()
+	if e.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		defer cancel()
+	}
 	cmd := exec.CommandContext(ctx, e.argv[0], e.argv[1:]...)
 	cmd.Env = append(ChildEnv(os.Environ()), ChangedEnv+"="+strings.Join(b.Secrets, ","))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 )
 
 func TestExecNotify(t *testing.T) {
@@ -58,7 +56,7 @@ func TestExecNotify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			logger, logs := newLogger()
-			e, err := NewExec(config.Exec{Command: tt.command, Timeout: tt.timeout}, logger)
+			e, err := NewExec(ExecConfig{Command: tt.command, Timeout: tt.timeout}, logger)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,14 +111,14 @@ func alive(pid int) bool {
 }
 
 func TestExecCheck(t *testing.T) {
-	e, err := NewExec(config.Exec{Command: []string{"definitely-not-a-program-xyz"}}, nil)
+	e, err := NewExec(ExecConfig{Command: []string{"definitely-not-a-program-xyz"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := e.Check(); err == nil || !strings.Contains(err.Error(), "definitely-not-a-program-xyz") {
 		t.Fatalf("Check = %v", err)
 	}
-	e, _ = NewExec(config.Exec{Command: []string{"sh"}}, nil)
+	e, _ = NewExec(ExecConfig{Command: []string{"sh"}}, nil)
 	if err := e.Check(); err != nil {
 		t.Fatal(err)
 	}

@@ -10,17 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
-)
-
-// Defaults for the HTTP notifier when the config leaves them at zero.
-const (
-	DefaultHTTPTimeout = 5 * time.Second
-	DefaultHTTPRetries = 3
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 )
 
 // HTTP calls a URL. The request body is JSON {"secrets": [names]} (none
@@ -46,46 +39,30 @@ var (
 	_ prober   = (*HTTP)(nil)
 )
 
-// NewHTTP checks cfg and builds the notifier.
-func NewHTTP(cfg config.HTTP) (*HTTP, error) {
-	u, err := url.Parse(cfg.URL)
-	// The parse error repeats the URL, credentials and all: drop it.
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, errors.New("reload: http.url must be an absolute http:// or https:// URL")
-	}
+// NewHTTP builds the notifier. cfg is taken as given (pkg/config checks
+// the URL, the method and the status range, and applies the defaults).
+func NewHTTP(cfg HTTPConfig) *HTTP {
 	h := &HTTP{
-		method:   strings.ToUpper(cfg.Method),
+		method:   cfg.Method,
 		url:      cfg.URL,
-		redacted: config.RedactURL(cfg.URL),
-		headers:  make(http.Header),
+		redacted: secret.RedactURL(cfg.URL),
+		headers:  make(http.Header, len(cfg.Headers)),
 		min:      cfg.StatusMin,
 		max:      cfg.StatusMax,
 		timeout:  cfg.Timeout,
 		retries:  cfg.Retries,
 		retry:    backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: backoff.Equal},
+		client: &http.Client{
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
 	}
 	if h.method == "" {
-		h.method = http.MethodPost
-	}
-	if h.min == 0 && h.max == 0 {
-		h.min, h.max = 200, 299
-	}
-	if h.min < 100 || h.max > 599 || h.min > h.max {
-		return nil, fmt.Errorf("reload: http status range %d-%d is not within 100-599", h.min, h.max)
-	}
-	if h.timeout <= 0 {
-		h.timeout = DefaultHTTPTimeout
-	}
-	if h.retries < 0 {
-		return nil, errors.New("reload: http.retries must not be negative")
+		h.method = http.MethodGet // what net/http sends for "", named for messages and the body
 	}
 	for k, v := range cfg.Headers {
 		h.headers.Set(k, string(v.Reveal()))
 	}
-	h.client = &http.Client{
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return h, nil
+	return h
 }
 
 // Target is the URL with credentials redacted.
@@ -142,8 +119,11 @@ func (h *HTTP) Notify(ctx context.Context, b Batch) error {
 }
 
 func (h *HTTP) once(ctx context.Context, body []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
-	defer cancel()
+	if h.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.timeout)
+		defer cancel()
+	}
 	var rd io.Reader
 	if h.method != http.MethodGet && h.method != http.MethodHead {
 		rd = bytes.NewReader(body)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 )
 
@@ -44,23 +43,31 @@ func (h *webhook) withCreds(path string) string {
 	return strings.Replace(h.srv.URL, "http://", "http://reloader:hunter2@", 1) + path + "?token=t0ps3cret"
 }
 
+// httpConfig is an HTTPConfig with pkg/config's defaults, which NewHTTP
+// does not apply again.
+func httpConfig(url string) HTTPConfig {
+	return HTTPConfig{URL: url, Method: http.MethodPost, StatusMin: 200, StatusMax: 299, Timeout: 5 * time.Second}
+}
+
 func TestHTTPNotify(t *testing.T) {
 	tests := []struct {
 		name      string
-		cfg       config.HTTP
+		cfg       func(*HTTPConfig)
 		handle    func(call int, w http.ResponseWriter, r *http.Request)
 		wantCalls int
 		wantErr   string
 	}{
 		{
-			name:      "success",
-			cfg:       config.HTTP{Headers: map[string]secret.Value{"X-Reload": secret.FromString("yes"), "Host": secret.FromString("backend.internal")}},
+			name: "success",
+			cfg: func(c *HTTPConfig) {
+				c.Headers = map[string]secret.Value{"X-Reload": secret.FromString("yes"), "Host": secret.FromString("backend.internal")}
+			},
 			handle:    func(int, http.ResponseWriter, *http.Request) {},
 			wantCalls: 1,
 		},
 		{
 			name: "500 then success",
-			cfg:  config.HTTP{Retries: 3},
+			cfg:  func(c *HTTPConfig) { c.Retries = 3 },
 			handle: func(call int, w http.ResponseWriter, _ *http.Request) {
 				if call == 1 {
 					w.WriteHeader(http.StatusInternalServerError)
@@ -70,7 +77,7 @@ func TestHTTPNotify(t *testing.T) {
 		},
 		{
 			name: "500 until retries run out",
-			cfg:  config.HTTP{Retries: 2},
+			cfg:  func(c *HTTPConfig) { c.Retries = 2 },
 			handle: func(_ int, w http.ResponseWriter, _ *http.Request) {
 				w.WriteHeader(http.StatusInternalServerError)
 			},
@@ -79,7 +86,7 @@ func TestHTTPNotify(t *testing.T) {
 		},
 		{
 			name: "custom status range",
-			cfg:  config.HTTP{Method: "put", StatusMin: 202, StatusMax: 202},
+			cfg:  func(c *HTTPConfig) { c.Method, c.StatusMin, c.StatusMax = http.MethodPut, 202, 202 },
 			handle: func(_ int, w http.ResponseWriter, _ *http.Request) {
 				w.WriteHeader(http.StatusOK)
 			},
@@ -88,7 +95,7 @@ func TestHTTPNotify(t *testing.T) {
 		},
 		{
 			name: "redirects are not followed",
-			cfg:  config.HTTP{},
+			cfg:  func(*HTTPConfig) {},
 			handle: func(_ int, w http.ResponseWriter, r *http.Request) {
 				http.Redirect(w, r, "/elsewhere", http.StatusFound)
 			},
@@ -97,7 +104,7 @@ func TestHTTPNotify(t *testing.T) {
 		},
 		{
 			name: "timeout",
-			cfg:  config.HTTP{Timeout: 50 * time.Millisecond},
+			cfg:  func(c *HTTPConfig) { c.Timeout = 50 * time.Millisecond },
 			handle: func(_ int, _ http.ResponseWriter, r *http.Request) {
 				<-r.Context().Done()
 			},
@@ -108,13 +115,11 @@ func TestHTTPNotify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			hook := newWebhook(t, tt.handle)
-			tt.cfg.URL = hook.withCreds("/reload")
-			h, err := NewHTTP(tt.cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			cfg := httpConfig(hook.withCreds("/reload"))
+			tt.cfg(&cfg)
+			h := NewHTTP(cfg)
 			h.retry = backoff.Policy{Base: time.Millisecond, Max: time.Millisecond}
-			err = h.Notify(context.Background(), Batch{Secrets: []string{"DATABASE_PASSWORD", "SECRET_KEY"}})
+			err := h.Notify(context.Background(), Batch{Secrets: []string{"DATABASE_PASSWORD", "SECRET_KEY"}})
 			if tt.wantErr == "" && err != nil {
 				t.Fatalf("Notify: %v", err)
 			}
@@ -138,14 +143,10 @@ func TestHTTPNotify(t *testing.T) {
 			if got := req.URL.Query().Get("token"); got != "t0ps3cret" {
 				t.Errorf("query token %q", got)
 			}
-			wantMethod := strings.ToUpper(tt.cfg.Method)
-			if wantMethod == "" {
-				wantMethod = http.MethodPost
+			if req.Method != cfg.Method {
+				t.Errorf("method %s, want %s", req.Method, cfg.Method)
 			}
-			if req.Method != wantMethod {
-				t.Errorf("method %s, want %s", req.Method, wantMethod)
-			}
-			for k, v := range tt.cfg.Headers {
+			for k, v := range cfg.Headers {
 				got := req.Header.Get(k)
 				if k == "Host" {
 					got = req.Host
@@ -168,8 +169,9 @@ func TestHTTPReloaderRedacts(t *testing.T) {
 		}
 	})
 	logger, logs := newLogger()
-	r := newReloader(t, config.Reload{
-		HTTP:     &config.HTTP{URL: hook.withCreds("/reload"), Retries: 0},
+	hc := httpConfig(hook.withCreds("/reload"))
+	r := newReloader(t, Config{
+		HTTP:     &hc,
 		Coalesce: time.Millisecond,
 	}, Options{Logger: logger, RetryMin: time.Millisecond, RetryMax: time.Millisecond})
 	results := watch(r)
@@ -214,11 +216,8 @@ func TestHTTPUnreachable(t *testing.T) {
 	hook := newWebhook(t, func(int, http.ResponseWriter, *http.Request) {})
 	url := hook.withCreds("/")
 	hook.srv.Close()
-	h, err := NewHTTP(config.HTTP{URL: url})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = h.Notify(context.Background(), Batch{})
+	h := NewHTTP(httpConfig(url))
+	err := h.Notify(context.Background(), Batch{})
 	if err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("Notify = %v, want connection refused", err)
 	}
@@ -231,10 +230,7 @@ func TestHTTPUnreachable(t *testing.T) {
 // whatever it would answer; a closed port is not. The probe sends nothing.
 func TestHTTPRunning(t *testing.T) {
 	hook := newWebhook(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
-	h, err := NewHTTP(config.HTTP{URL: hook.withCreds("/reload")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := NewHTTP(httpConfig(hook.withCreds("/reload")))
 	if !h.Running() {
 		t.Fatal("Running() = false for a listening endpoint")
 	}

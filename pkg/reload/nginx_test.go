@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
@@ -222,7 +221,7 @@ func TestNginxCertificateRotation(t *testing.T) {
 		t.Fatalf("first handshake: serial %d, %v", serial, err)
 	}
 
-	r := newReloader(t, config.Reload{Signal: &config.Signal{PIDFile: pidFile}, Coalesce: 10 * time.Millisecond}, Options{})
+	r := newReloader(t, Config{Signal: &SignalConfig{PIDFile: pidFile}, Coalesce: 10 * time.Millisecond}, Options{})
 	if err := r.Check(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ package reload
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 )
 
@@ -52,9 +50,8 @@ const (
 	MethodNone      = "none"
 )
 
-// Defaults applied when the config leaves a duration at zero.
+// Defaults of Options.RetryMin and RetryMax.
 const (
-	DefaultMaxWait  = 10 * time.Second
 	DefaultRetryMin = time.Second
 	DefaultRetryMax = time.Minute
 )
@@ -63,14 +60,12 @@ const (
 type Options struct {
 	Logger  *slog.Logger     // default slog.Default()
 	Metrics *metrics.Metrics // optional
-	// Notifier, when set, is used instead of the one configured in cfg; the
-	// supervise mode passes its *Supervisor here. Method is then its metric
-	// label ("supervise" for a *Supervisor when empty).
+	// Notifier, when set, is used instead of Config's Signal, HTTP and Exec
+	// (the caller refuses both: run -- APP does); the supervise mode passes
+	// its *Supervisor here. Method is then its metric label ("supervise"
+	// for a *Supervisor when empty).
 	Notifier Notifier
 	Method   string
-	// Exclude names secrets whose change does not trigger a reload (the
-	// per-secret opt-out, config Secret.Reload false).
-	Exclude []string
 	// RetryMin and RetryMax are the first and the largest ceiling of the
 	// exponential backoff between failed notifications (equal jitter: each
 	// wait is between half its ceiling and the ceiling); defaults 1s and 1m.
@@ -112,7 +107,7 @@ type Reloader struct {
 	target        string
 	coalesce      time.Duration
 	maxWait       time.Duration
-	onInitialSync string // config.InitialAuto, InitialAlways or InitialNever
+	onInitialSync string // OnInitialAuto (or ""), OnInitialAlways or OnInitialNever
 	exclude       map[string]bool
 	retry         backoff.Policy
 	logger        *slog.Logger
@@ -139,21 +134,18 @@ type Reloader struct {
 
 // New builds the Reloader for cfg. With no notifier configured (and none
 // in o) it is inert: Changed does nothing and Run waits for ctx.
-func New(cfg config.Reload, o Options) (*Reloader, error) {
+func New(cfg Config, o Options) (*Reloader, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	logger := o.Logger.With("component", "reload")
-	if cfg.Coalesce < 0 || cfg.MaxWait < 0 {
-		return nil, errors.New("reload: coalesce and max_wait must not be negative")
-	}
 	r := &Reloader{
 		notifier:      o.Notifier,
 		method:        o.Method,
 		coalesce:      cfg.Coalesce,
 		maxWait:       cfg.MaxWait,
 		onInitialSync: cfg.OnInitialSync,
-		exclude:       make(map[string]bool, len(o.Exclude)),
+		exclude:       make(map[string]bool, len(cfg.Exclude)),
 		retry:         backoff.Policy{Base: o.RetryMin, Max: o.RetryMax, Jitter: backoff.Equal},
 		logger:        logger,
 		metrics:       o.Metrics,
@@ -161,69 +153,41 @@ func New(cfg config.Reload, o Options) (*Reloader, error) {
 		pending:       make(map[string]bool),
 		initial:       make(map[string]bool),
 	}
-	switch r.onInitialSync {
-	case "":
-		r.onInitialSync = config.InitialAuto
-	case config.InitialAuto, config.InitialAlways, config.InitialNever:
-	default:
-		return nil, fmt.Errorf("reload: on_initial_sync %q is not one of auto, always, never", cfg.OnInitialSync)
-	}
-	if r.maxWait == 0 {
-		r.maxWait = DefaultMaxWait
-	}
 	if r.retry.Base <= 0 {
 		r.retry.Base = DefaultRetryMin
 	}
 	if r.retry.Max <= 0 {
 		r.retry.Max = DefaultRetryMax
 	}
-	for _, name := range o.Exclude {
+	for _, name := range cfg.Exclude {
 		r.exclude[name] = true
 	}
 
-	configured := 0
-	for _, set := range []bool{cfg.Signal != nil, cfg.HTTP != nil, cfg.Exec != nil} {
-		if set {
-			configured++
-		}
-	}
-	if configured > 1 {
-		return nil, errors.New("reload: set at most one of signal, http and exec")
-	}
-	if r.notifier != nil {
-		if configured > 0 {
-			return nil, errors.New("reload: signal, http and exec cannot be combined with a supervised command")
-		}
+	switch {
+	case r.notifier != nil:
 		if r.method == "" {
 			r.method = MethodSupervise
 		}
 		if s, ok := r.notifier.(*Supervisor); ok {
 			r.target = s.argv[0]
 		}
-	} else {
-		var err error
-		switch {
-		case cfg.Signal != nil:
-			var s *Signal
-			if s, err = NewSignal(*cfg.Signal, logger); err == nil {
-				r.notifier, r.method, r.target = s, MethodSignal, s.target()
-			}
-		case cfg.HTTP != nil:
-			var h *HTTP
-			if h, err = NewHTTP(*cfg.HTTP); err == nil {
-				r.notifier, r.method, r.target = h, MethodHTTP, h.Target()
-			}
-		case cfg.Exec != nil:
-			var e *Exec
-			if e, err = NewExec(*cfg.Exec, logger); err == nil {
-				r.notifier, r.method, r.target = e, MethodExec, e.target()
-			}
-		default:
-			r.method = MethodNone
-		}
+	case cfg.Signal != nil:
+		s, err := NewSignal(*cfg.Signal, logger)
 		if err != nil {
 			return nil, err
 		}
+		r.notifier, r.method, r.target = s, MethodSignal, s.target()
+	case cfg.HTTP != nil:
+		h := NewHTTP(*cfg.HTTP)
+		r.notifier, r.method, r.target = h, MethodHTTP, h.Target()
+	case cfg.Exec != nil:
+		e, err := NewExec(*cfg.Exec, logger)
+		if err != nil {
+			return nil, err
+		}
+		r.notifier, r.method, r.target = e, MethodExec, e.target()
+	default:
+		r.method = MethodNone
 	}
 	r.status = Status{Method: r.method, Target: r.target, Coalesce: r.coalesce.String()}
 	if r.notifier != nil {
@@ -293,9 +257,9 @@ func (r *Reloader) FirstSync(written []string) {
 	switch {
 	case r.method == MethodSupervise:
 		outcome = "skipped: the supervised app starts after the first sync"
-	case r.onInitialSync == config.InitialNever:
+	case r.onInitialSync == OnInitialNever:
 		outcome = "skipped: on_initial_sync is never"
-	case r.onInitialSync == config.InitialAlways:
+	case r.onInitialSync == OnInitialAlways:
 		tell = true
 	case !canProbe:
 		outcome = "skipped: auto cannot tell whether the app runs before an exec command; set on_initial_sync: always to run it"
@@ -317,7 +281,7 @@ func (r *Reloader) FirstSync(written []string) {
 		for name := range r.initial {
 			batch = append(batch, name)
 		}
-		if r.onInitialSync == config.InitialAlways {
+		if r.onInitialSync == OnInitialAlways {
 			for _, name := range written {
 				if !r.exclude[name] {
 					batch = append(batch, name)
@@ -339,7 +303,7 @@ func (r *Reloader) FirstSync(written []string) {
 	switch {
 	case !tell:
 		r.logger.Info("first sync complete; the app is not told (" + strings.TrimPrefix(outcome, "skipped: ") + ")")
-	case r.onInitialSync == config.InitialAlways:
+	case r.onInitialSync == OnInitialAlways:
 		r.logger.Info("first sync complete; telling the app once (on_initial_sync: always)", "secret", strings.Join(batch, ","))
 	default:
 		r.logger.Info("first sync complete; the app was already running when its files appeared, telling it once", "secret", strings.Join(batch, ","))
@@ -397,8 +361,8 @@ func (r *Reloader) Run(ctx context.Context) error {
 }
 
 // collect waits until there are pending changes and the coalescing window
-// has closed: coalesce after the latest change, or max_wait after the
-// first, whichever comes first. It moves the pending set into inflight.
+// has closed: coalesce after the latest change, or max_wait (when set)
+// after the first, whichever comes first. It moves the pending set into inflight.
 func (r *Reloader) collect(ctx context.Context) ([]string, bool) {
 	for {
 		r.mu.Lock()
@@ -412,7 +376,7 @@ func (r *Reloader) collect(ctx context.Context) ([]string, bool) {
 			}
 		}
 		deadline := r.last.Add(r.coalesce)
-		if capAt := r.first.Add(r.maxWait); capAt.Before(deadline) {
+		if capAt := r.first.Add(r.maxWait); r.maxWait > 0 && capAt.Before(deadline) {
 			deadline = capAt
 		}
 		wait := time.Until(deadline)

@@ -16,28 +16,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
+	"github.com/phase-sidecar/phase-sidecar/internal/textdist"
 )
-
-// Signals that may be sent, by name.
-// ParseSignal maps a signal name ("SIGHUP", "HUP", case-insensitive) to the
-// signal; empty means SIGHUP. Only config.SignalNames are allowed; the
-// numbers come from golang.org/x/sys/unix.
-func ParseSignal(name string) (syscall.Signal, error) {
-	if name == "" {
-		return syscall.SIGHUP, nil
-	}
-	n := strings.ToUpper(name)
-	if !strings.HasPrefix(n, "SIG") {
-		n = "SIG" + n
-	}
-	if slices.Contains(config.SignalNames, n) {
-		if s := unix.SignalNum(n); s != 0 {
-			return s, nil
-		}
-	}
-	return 0, fmt.Errorf("reload: signal %q is not one of %s", name, strings.Join(config.SignalNames, ", "))
-}
 
 // plainName is a process given as an executable name rather than a
 // cmdline pattern.
@@ -67,12 +47,14 @@ var (
 	_ prober   = (*Signal)(nil)
 )
 
-// NewSignal checks cfg and builds the notifier.
-func NewSignal(cfg config.Signal, logger *slog.Logger) (*Signal, error) {
+// NewSignal builds the notifier; logger nil means slog.Default().
+func NewSignal(cfg SignalConfig, logger *slog.Logger) (*Signal, error) {
 	sig, err := ParseSignal(cfg.Name)
 	if err != nil {
 		return nil, err
 	}
+	// Kept although config refuses it too: with neither, the empty pattern
+	// would match, and signal, every visible process.
 	if (cfg.PIDFile == "") == (cfg.Process == "") {
 		return nil, errors.New("reload: signal needs exactly one of pid_file and process")
 	}
@@ -288,7 +270,7 @@ func nearest(want string, procs []proc, n int) []string {
 	}
 	dist := make(map[string]int, len(names))
 	for _, name := range names {
-		dist[name] = config.EditDistance(want, name)
+		dist[name] = textdist.Levenshtein(want, name)
 	}
 	slices.SortFunc(names, func(a, b string) int {
 		if d := dist[a] - dist[b]; d != 0 {

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
 
@@ -101,7 +100,7 @@ func TestSignalMatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.process, func(t *testing.T) {
-			s, err := NewSignal(config.Signal{Process: tt.process}, slog.New(slog.DiscardHandler))
+			s, err := NewSignal(SignalConfig{Process: tt.process}, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -133,14 +132,14 @@ func TestSignalErrors(t *testing.T) {
 
 	tests := []struct {
 		name  string
-		cfg   config.Signal
+		cfg   SignalConfig
 		proc  string
 		wants []string
 	}{
-		{"missing pid file", config.Signal{PIDFile: filepath.Join(dir, "nope.pid")}, "", []string{"read pid file", "no such file", "is the app running"}},
-		{"garbage pid file", config.Signal{PIDFile: garbage}, "", []string{"does not hold a pid"}},
-		{"stale pid file", config.Signal{PIDFile: stale}, "", []string{"no such process", "stale", "shareProcessNamespace"}},
-		{"no process matched", config.Signal{Process: "gunicorn"}, lonely, []string{`no process matches "gunicorn"`, "no process but the sidecar's own is visible", "another PID namespace", "shareProcessNamespace: true", `pid: "service:SIDECAR"`, `pid_mode = "host"`}},
+		{"missing pid file", SignalConfig{PIDFile: filepath.Join(dir, "nope.pid")}, "", []string{"read pid file", "no such file", "is the app running"}},
+		{"garbage pid file", SignalConfig{PIDFile: garbage}, "", []string{"does not hold a pid"}},
+		{"stale pid file", SignalConfig{PIDFile: stale}, "", []string{"no such process", "stale", "shareProcessNamespace"}},
+		{"no process matched", SignalConfig{Process: "gunicorn"}, lonely, []string{`no process matches "gunicorn"`, "no process but the sidecar's own is visible", "another PID namespace", "shareProcessNamespace: true", `pid: "service:SIDECAR"`, `pid_mode = "host"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -164,7 +163,7 @@ func TestSignalErrors(t *testing.T) {
 		})
 	}
 
-	for _, cfg := range []config.Signal{{}, {PIDFile: "/x", Process: "y"}, {Name: "SIGKILL", PIDFile: "/x"}, {Process: "a(b"}} {
+	for _, cfg := range []SignalConfig{{}, {PIDFile: "/x", Process: "y"}, {Name: "SIGKILL", PIDFile: "/x"}, {Process: "a(b"}} {
 		if _, err := NewSignal(cfg, slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("NewSignal(%+v): no error", cfg)
 		}
@@ -200,7 +199,7 @@ func TestSignalNoMatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := NewSignal(config.Signal{Process: tt.process}, slog.New(slog.DiscardHandler))
+			s, err := NewSignal(SignalConfig{Process: tt.process}, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -240,15 +239,15 @@ func TestSignalRunning(t *testing.T) {
 	procs := fakeProc(t, []proc{{pid: 40, comm: "gunicorn", argv: []string{"/env/bin/python", "/env/bin/gunicorn", "backend.wsgi:application"}}})
 	tests := []struct {
 		name string
-		cfg  config.Signal
+		cfg  SignalConfig
 		want bool
 	}{
-		{"live pid file", config.Signal{PIDFile: write("self.pid", strconv.Itoa(os.Getpid()))}, true},
-		{"pid 1 (another uid's, or init)", config.Signal{PIDFile: write("one.pid", "1\n")}, true},
-		{"stale pid file", config.Signal{PIDFile: write("stale.pid", "4194305\n")}, false},
-		{"missing pid file", config.Signal{PIDFile: filepath.Join(dir, "nope.pid")}, false},
-		{"matching process", config.Signal{Process: "gunicorn"}, true},
-		{"no matching process", config.Signal{Process: "manage.py rqworker"}, false},
+		{"live pid file", SignalConfig{PIDFile: write("self.pid", strconv.Itoa(os.Getpid()))}, true},
+		{"pid 1 (another uid's, or init)", SignalConfig{PIDFile: write("one.pid", "1\n")}, true},
+		{"stale pid file", SignalConfig{PIDFile: write("stale.pid", "4194305\n")}, false},
+		{"missing pid file", SignalConfig{PIDFile: filepath.Join(dir, "nope.pid")}, false},
+		{"matching process", SignalConfig{Process: "gunicorn"}, true},
+		{"no matching process", SignalConfig{Process: "manage.py rqworker"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -268,7 +267,7 @@ func TestSignalRunning(t *testing.T) {
 // notification, so a restarted app is found.
 func TestSignalPIDFileFollowsRestart(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "app.pid")
-	s, err := NewSignal(config.Signal{PIDFile: pidFile}, slog.New(slog.DiscardHandler))
+	s, err := NewSignal(SignalConfig{PIDFile: pidFile}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,8 +291,8 @@ func TestCoalesceFiveSecretsOneSignal(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "app.pid")
 	c := startCounter(t, nil, "-pid-file", pidFile)
 	m := newMetrics()
-	r, err := New(config.Reload{
-		Signal:   &config.Signal{PIDFile: pidFile},
+	r, err := New(Config{
+		Signal:   &SignalConfig{PIDFile: pidFile},
 		Coalesce: time.Second,
 		MaxWait:  time.Minute,
 	}, Options{Logger: slog.New(slog.DiscardHandler), Metrics: m})
@@ -457,7 +456,7 @@ func runHelper(mode string) int {
 	logger := slog.New(slog.DiscardHandler)
 	switch mode {
 	case "signal":
-		s, err := NewSignal(config.Signal{PIDFile: os.Getenv("PHASE_RELOAD_PIDFILE"), Process: os.Getenv("PHASE_RELOAD_PROCESS")}, logger)
+		s, err := NewSignal(SignalConfig{PIDFile: os.Getenv("PHASE_RELOAD_PIDFILE"), Process: os.Getenv("PHASE_RELOAD_PROCESS")}, logger)
 		if err != nil {
 			fmt.Println("new:", err)
 			return 1
@@ -495,7 +494,7 @@ func runHelper(mode string) int {
 			return 1
 		}
 		fmt.Println("app", app.Process.Pid)
-		s, err := NewSignal(config.Signal{Process: "sighup-counter"}, logger)
+		s, err := NewSignal(SignalConfig{Process: "sighup-counter"}, logger)
 		if err != nil {
 			fmt.Println("new:", err)
 			return 1
@@ -508,7 +507,7 @@ func runHelper(mode string) int {
 		fmt.Println("targets", s.match(procs))
 		fmt.Println("notify", errString(s.Notify(context.Background(), Batch{})))
 		fmt.Println("app said", next())
-		missing, _ := NewSignal(config.Signal{Process: "gunicorn"}, logger)
+		missing, _ := NewSignal(SignalConfig{Process: "gunicorn"}, logger)
 		fmt.Println("missing", errString(missing.Check()))
 		return 0
 	}

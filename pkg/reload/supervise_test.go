@@ -7,8 +7,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 )
 
 // supervised builds a Supervisor for argv whose child's stdout lines arrive
@@ -52,7 +50,7 @@ func waitCode(t *testing.T, s *Supervisor) int {
 func TestSuperviseSignal(t *testing.T) {
 	app := counterApp(t)
 	sup, lines := supervised(t, []string{app, "-exit-code", "7"}, SupervisorOptions{})
-	r := newReloader(t, config.Reload{Coalesce: time.Millisecond}, Options{Notifier: sup})
+	r := newReloader(t, Config{Coalesce: time.Millisecond}, Options{Notifier: sup})
 	if r.Method() != MethodSupervise {
 		t.Fatalf("method %q", r.Method())
 	}
@@ -97,7 +95,7 @@ func TestSuperviseSignal(t *testing.T) {
 func TestSuperviseRestart(t *testing.T) {
 	app := counterApp(t)
 	sup, lines := supervised(t, []string{app, "-exit-code", "4"}, SupervisorOptions{Restart: true})
-	r := newReloader(t, config.Reload{Coalesce: time.Millisecond}, Options{Notifier: sup})
+	r := newReloader(t, Config{Coalesce: time.Millisecond}, Options{Notifier: sup})
 	results := watch(r)
 	runReloader(t, r)
 	ctx, cancel := context.WithCancel(context.Background())
