@@ -12,11 +12,13 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources/vault"
 )
 
-func init() {
-	buildVault = func(cfg config.Vault, o sourceOptions) (sources.Source, error) {
-		creds, _ := o.awsCredentials.(awssdk.CredentialsProvider)
-		return vault.New(vaultConfig(cfg, os.Getenv), vault.Options{Logger: o.log, Metrics: o.metrics, AWSCredentials: creds, Env: os.Getenv, TokenCheck: o.refresh})
-	}
+// vaultBuilt: the Vault source is linked in.
+const vaultBuilt = ""
+
+// newVault builds the Vault source; awsCredentials sign its aws login (nil
+// unless auth.method is aws).
+func newVault(cfg config.Vault, o sourceOptions, awsCredentials awssdk.CredentialsProvider) (sources.Source, error) {
+	return vault.New(vaultConfig(cfg, os.Getenv), vault.Options{Logger: o.log, Metrics: o.metrics, AWSCredentials: awsCredentials, Env: os.Getenv, TokenCheck: o.refresh})
 }
 
 // vaultConfig turns the validated config into the source's own, with the

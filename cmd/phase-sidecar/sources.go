@@ -7,6 +7,8 @@ import (
 	"os"
 	"time"
 
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+
 	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -15,19 +17,23 @@ import (
 
 // The Vault and AWS sources are linked in unless the build leaves them out
 // (go build -tags novault,noaws): a file-only sidecar is ~7 MB smaller in
-// memory. source_vault*.go and source_aws*.go set these.
-var (
-	buildVault func(cfg config.Vault, o sourceOptions) (sources.Source, error)
-	buildAWS   func(ctx context.Context, cfg config.AWS, o sourceOptions) (awsSources, error)
-)
+// memory. Each is wired in a file of its own build tag (source_vault.go,
+// source_aws.go) whose counterpart for the opposite tag (source_novault.go,
+// source_noaws.go) says it was built without it:
+//
+//	vaultBuilt, awsBuilt  string: "" when linked in, else why not
+//	newVault(cfg, o, awsCredentials) (sources.Source, error)
+//	newAWS(ctx, cfg, o) (awsSources, error)
+//
+// Credentials for Vault's aws login travel as the SDK's
+// aws.CredentialsProvider: that interface costs a file-only binary
+// ~11 KB (it links the SDK's aws package and smithy-go's small ones, none
+// with start-up work), not the SDK's clients.
 
 // sourceOptions is what every source constructor gets.
 type sourceOptions struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
-	// awsCredentials is the AWS source's credential provider (an
-	// aws.CredentialsProvider), for Vault's aws auth method; nil otherwise.
-	awsCredentials any
 	// refresh is the default refresh interval: how often Vault's token is
 	// looked up while only held leases are read.
 	refresh time.Duration
@@ -36,7 +42,7 @@ type sourceOptions struct {
 // awsSources is what the AWS source offers the wiring.
 type awsSources struct {
 	sm, ssm     sources.Source
-	credentials any
+	credentials awssdk.CredentialsProvider // for Vault's aws auth method
 	check       func(context.Context) error
 }
 
@@ -47,18 +53,15 @@ func available(cfg *config.Config, kind string) string {
 	case sources.File:
 		return ""
 	case sources.AWSSM, sources.AWSSSM:
-		if buildAWS == nil {
-			return "this binary was built without the AWS source (-tags noaws)"
-		}
-		return ""
+		return awsBuilt
 	case sources.Vault:
-		if buildVault == nil {
-			return "this binary was built without the Vault source (-tags novault)"
+		if vaultBuilt != "" {
+			return vaultBuilt
 		}
 		if cfg.Sources.Vault == nil || (cfg.Sources.Vault.Address == "" && os.Getenv("VAULT_ADDR") == "") {
 			return "no Vault address: set sources.vault.address or VAULT_ADDR"
 		}
-		if cfg.Sources.Vault.Auth.Method == "aws" && buildAWS == nil {
+		if cfg.Sources.Vault.Auth.Method == "aws" && awsBuilt != "" {
 			return "Vault's aws auth method needs the AWS source, which this binary was built without (-tags noaws)"
 		}
 		return ""
@@ -88,13 +91,9 @@ func buildSources(ctx context.Context, cfg *config.Config, log *slog.Logger, m *
 		out[sources.File] = file.New(file.Options{MaxSize: cfg.MaxFileSize, Logger: opts(sources.File).log})
 	}
 	vaultAWSAuth := used[sources.Vault] && cfg.Sources.Vault != nil && cfg.Sources.Vault.Auth.Method == "aws"
-	var awsCreds any
-	if (used[sources.AWSSM] || used[sources.AWSSSM] || vaultAWSAuth) && buildAWS != nil {
-		ac := config.AWS{Credentials: "imds"}
-		if cfg.Sources.AWS != nil {
-			ac = *cfg.Sources.AWS
-		}
-		a, err := buildAWS(ctx, ac, opts("aws"))
+	var awsCreds awssdk.CredentialsProvider
+	if used[sources.AWSSM] || used[sources.AWSSSM] || vaultAWSAuth {
+		a, err := newAWS(ctx, cfg.Sources.AWS, opts("aws"))
 		if err != nil {
 			return nil, nil, fmt.Errorf("aws source: %w", err)
 		}
@@ -107,10 +106,8 @@ func buildSources(ctx context.Context, cfg *config.Config, log *slog.Logger, m *
 			out[sources.AWSSSM] = a.ssm
 		}
 	}
-	if used[sources.Vault] && buildVault != nil {
-		o := opts(sources.Vault)
-		o.awsCredentials = awsCreds
-		v, err := buildVault(*cfg.Sources.Vault, o)
+	if used[sources.Vault] {
+		v, err := newVault(*cfg.Sources.Vault, opts(sources.Vault), awsCreds)
 		if err != nil {
 			return nil, nil, fmt.Errorf("vault source: %w", err)
 		}

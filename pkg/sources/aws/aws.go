@@ -26,17 +26,38 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"golang.org/x/time/rate"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources/aws/internal/awsjson"
 )
 
-// Credential modes of config.AWS.Credentials.
+// Credential modes of Config.Credentials.
 const (
 	CredentialsIMDS    = "imds"
 	CredentialsDefault = "default"
 )
+
+// Config is what the AWS source needs, validated and defaulted by the
+// caller; the source checks nothing again.
+type Config struct {
+	// Region wins over the environment's (or, in "default" mode, the
+	// SDK's); "" leaves it to them, then to IMDS placement.
+	Region string
+	// Credentials is CredentialsIMDS (also "") or CredentialsDefault.
+	Credentials string
+	AssumeRole  *AssumeRole // nil: the base credentials as they are
+	RateLimit   float64     // requests per second across the source; 0: unlimited
+}
+
+// AssumeRole is STS AssumeRole on top of the base credentials. Zero
+// values are the SDK's (a generated session name, 15 minutes).
+type AssumeRole struct {
+	RoleARN        string // required
+	ExternalID     string
+	SessionName    string
+	Duration       time.Duration
+	SourceIdentity string
+}
 
 // Options are the collaborators of a Source.
 type Options struct {
@@ -76,7 +97,7 @@ func defaultHTTPClient() *awshttp.BuildableClient {
 type Source struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
-	cfg     config.AWS
+	cfg     Config
 	opts    Options
 	set     settings
 	imds    *imdsClient // nil when IMDS is disabled in "default" mode
@@ -99,7 +120,7 @@ type Source struct {
 
 // New builds the source. It does no network I/O, except that a region that
 // must come from IMDS placement is looked up lazily on first use.
-func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
+func New(ctx context.Context, cfg Config, o Options) (*Source, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -110,17 +131,11 @@ func New(ctx context.Context, cfg config.AWS, o Options) (*Source, error) {
 	if cfg.RateLimit > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(cfg.RateLimit)))
 	}
-	if ar := cfg.AssumeRole; ar != nil && ar.RoleARN == "" {
-		return nil, errors.New("aws: assume_role: role_arn is required")
-	}
 	var err error
-	switch cfg.Credentials {
-	case "", CredentialsIMDS:
-		err = s.setupIMDS()
-	case CredentialsDefault:
+	if cfg.Credentials == CredentialsDefault {
 		err = s.setupDefault(ctx, cfg.Region)
-	default:
-		return nil, fmt.Errorf("aws: credentials %q: want %q or %q", cfg.Credentials, CredentialsIMDS, CredentialsDefault)
+	} else {
+		err = s.setupIMDS()
 	}
 	if err != nil {
 		return nil, err
@@ -299,13 +314,7 @@ func (s *Source) buildLocked(ctx context.Context, region, origin string) error {
 	if ar := s.cfg.AssumeRole; ar != nil {
 		creds = stscreds.NewAssumeRoleProvider(s.stsClient(region), ar.RoleARN, func(o *stscreds.AssumeRoleOptions) {
 			o.RoleSessionName = ar.SessionName
-			if o.RoleSessionName == "" {
-				o.RoleSessionName = "phase-sidecar"
-			}
 			o.Duration = ar.Duration
-			if o.Duration == 0 {
-				o.Duration = time.Hour
-			}
 			if ar.ExternalID != "" {
 				o.ExternalID = aws.String(ar.ExternalID)
 			}

@@ -10,7 +10,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
@@ -33,7 +32,7 @@ func BenchmarkRefreshCycle(b *testing.B) {
 		ssmRefs = append(ssmRefs, testenv.Ref(b, fmt.Sprintf("aws-ssm:///bench/ssm/%03d", i)))
 	}
 	rec := newRecorder()
-	src := newIntegrationSource(b, md, moto, config.AWS{Region: testRegion}, rec, nil)
+	src := newIntegrationSource(b, md, moto, Config{Region: testRegion}, rec, nil)
 	ctx := testCtx(b)
 	check := func(res []sources.Result) {
 		for _, r := range res {

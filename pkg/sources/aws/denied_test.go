@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 	"github.com/phase-sidecar/phase-sidecar/test/servers"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
@@ -58,7 +57,7 @@ func TestIntegrationAccessDenied(t *testing.T) {
 		Region: testRegion, Role: "phase-node", AccessKeyID: key.ID, SecretAccessKey: key.Secret, Expiration: time.Now().Add(6 * time.Hour),
 	})
 
-	src := newIntegrationSource(t, md, moto, config.AWS{Region: testRegion}, nil, nil)
+	src := newIntegrationSource(t, md, moto, Config{Region: testRegion}, nil, nil)
 	ctx := testCtx(t)
 	ref := testenv.Ref(t, "aws-sm://prod/phase/denied#password")
 	_, err = src.SecretsManager().Fetch(ctx, ref)

@@ -3,12 +3,13 @@ package aws
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources/awsregion"
 )
 
 // settings is what a credentials mode resolves before the region is known:
@@ -206,18 +207,13 @@ func dualStackState(on bool) aws.DualStackEndpointState {
 	return aws.DualStackEndpointStateDisabled
 }
 
-// regionRE is what a region name looks like; the region becomes part of
-// the endpoint's host name, so anything else (x@evil.example/#) is refused
-// before a signed request is built. Twin of pkg/config's regionRE
-// (walk.go); keep the two equal.
-var regionRE = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`)
-
-// checkRegion refuses a region that is not a region name. Every partition's
-// regions are supported (awsjson derives their endpoints); the SDK's
-// "aws-global" style pseudo-regions are not regions of these services and
-// fail the pattern. origin says where the region came from.
+// checkRegion refuses a region that is not a region name (awsregion.Valid:
+// config applies the same rule to sources.aws.region, but the region may
+// also come from the environment, a profile or IMDS placement). Every
+// partition's regions are supported (awsjson derives their endpoints).
+// origin says where the region came from.
 func checkRegion(region, origin string) error {
-	if !regionRE.MatchString(region) {
+	if !awsregion.Valid(region) {
 		return fmt.Errorf("aws: region %q from %s is not a region name such as eu-west-1; correct %s", region, origin, origin)
 	}
 	return nil

@@ -16,7 +16,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources/aws/internal/awsjson"
 )
 
@@ -27,11 +26,11 @@ func TestRegionNames(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name     string
-		cfg      config.AWS
+		cfg      Config
 		env      []string
 		errWants []string
 	}{
-		{name: "commercial", cfg: config.AWS{Region: "eu-west-1"}},
+		{name: "commercial", cfg: Config{Region: "eu-west-1"}},
 		{name: "china", env: []string{"AWS_REGION", "cn-northwest-1"}},
 		{name: "GovCloud", env: []string{"AWS_DEFAULT_REGION", "us-gov-west-1"}},
 		{name: "ISO", env: []string{"AWS_REGION", "us-iso-east-1"}},
@@ -41,9 +40,9 @@ func TestRegionNames(t *testing.T) {
 		{name: "European sovereign cloud", env: []string{"AWS_REGION", "eusc-de-east-1"}},
 		{name: "host in AWS_REGION", env: []string{"AWS_REGION", "x@evil.example/#"}, errWants: []string{`"x@evil.example/#"`, "AWS_REGION", "not a region name"}},
 		{name: "host in AWS_DEFAULT_REGION", env: []string{"AWS_DEFAULT_REGION", "evil.example"}, errWants: []string{"AWS_DEFAULT_REGION", "not a region name"}},
-		{name: "host in sources.aws.region", cfg: config.AWS{Region: "eu-west-1.evil.example#"}, errWants: []string{"sources.aws.region"}},
+		{name: "host in sources.aws.region", cfg: Config{Region: "eu-west-1.evil.example#"}, errWants: []string{"sources.aws.region"}},
 		{name: "pseudo-region", env: []string{"AWS_REGION", "aws-global"}, errWants: []string{"not a region name"}},
-		{name: "FIPS not a boolean", cfg: config.AWS{Region: "us-east-1"}, env: []string{"AWS_USE_FIPS_ENDPOINT", "yes"}, errWants: []string{"AWS_USE_FIPS_ENDPOINT", "want true or false"}},
+		{name: "FIPS not a boolean", cfg: Config{Region: "us-east-1"}, env: []string{"AWS_USE_FIPS_ENDPOINT", "yes"}, errWants: []string{"AWS_USE_FIPS_ENDPOINT", "want true or false"}},
 		{name: "IMDS endpoint mode", env: []string{"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv5"}, errWants: []string{"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "want IPv4 or IPv6"}},
 	}
 	for _, tt := range tests {
@@ -135,7 +134,7 @@ func withHTTP(cfg aws.Config, h aws.HTTPClient) aws.Config {
 func ourURLs(t *testing.T, mode string, env func(string) string) (sm, ps, st string) {
 	t.Helper()
 	h := &firstRequest{}
-	cfg := config.AWS{Credentials: mode, AssumeRole: &config.AssumeRole{RoleARN: roleARN}}
+	cfg := Config{Credentials: mode, AssumeRole: &AssumeRole{RoleARN: roleARN}}
 	s, err := New(context.Background(), cfg, Options{Env: env, HTTPClient: h})
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +290,7 @@ func TestIMDSEndpointAndRegion(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s, err := New(context.Background(), config.AWS{}, Options{Env: envMap(tt.env...)})
+			s, err := New(context.Background(), Config{}, Options{Env: envMap(tt.env...)})
 			if err != nil {
 				t.Fatal(err)
 			}

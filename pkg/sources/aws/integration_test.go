@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/metrics"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 	"github.com/phase-sidecar/phase-sidecar/test/servers"
@@ -96,7 +95,7 @@ func (s *seeder) param(t testing.TB, name, value string, typ ssmtypes.ParameterT
 
 // newIntegrationSource builds a source whose only credential supply is the
 // metadata mock: the environment it sees is the map below, no shared files.
-func newIntegrationSource(t testing.TB, md *servers.IMDS, moto string, cfg config.AWS, rec *recorder, m *metrics.Metrics) *Source {
+func newIntegrationSource(t testing.TB, md *servers.IMDS, moto string, cfg Config, rec *recorder, m *metrics.Metrics) *Source {
 	t.Helper()
 	o := Options{
 		Metrics: m,
@@ -132,10 +131,10 @@ func TestIntegrationSecretsManagerThroughAssumeRole(t *testing.T) {
 	rec := newRecorder()
 	reg := prometheus.NewPedanticRegistry()
 	m := metrics.New(reg, "test", "test")
-	src := newIntegrationSource(t, md, moto, config.AWS{
+	src := newIntegrationSource(t, md, moto, Config{
 		Region:      testRegion,
 		Credentials: CredentialsIMDS,
-		AssumeRole:  &config.AssumeRole{RoleARN: roleARN, ExternalID: externalID, SessionName: "phase-test", Duration: 15 * time.Minute, SourceIdentity: "phase-sidecar"},
+		AssumeRole:  &AssumeRole{RoleARN: roleARN, ExternalID: externalID, SessionName: "phase-test", Duration: 15 * time.Minute, SourceIdentity: "phase-sidecar"},
 	}, rec, m)
 	ctx := testCtx(t)
 	if err := src.Check(ctx); err != nil {
@@ -242,7 +241,7 @@ func TestIntegrationSSM(t *testing.T) {
 
 	rec := newRecorder()
 	// Region from IMDS placement: none configured.
-	src := newIntegrationSource(t, md, moto, config.AWS{}, rec, nil)
+	src := newIntegrationSource(t, md, moto, Config{}, rec, nil)
 	ctx := testCtx(t)
 	p := src.SSM()
 
@@ -389,7 +388,7 @@ func TestIntegrationIMDSDiagnosis(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			src, err := New(testCtx(t), config.AWS{Region: testRegion}, Options{
+			src, err := New(testCtx(t), Config{Region: testRegion}, Options{
 				Env: envMap("AWS_EC2_METADATA_SERVICE_ENDPOINT", tt.endpoint, "AWS_ENDPOINT_URL", refusedURL),
 			})
 			if err != nil {
@@ -510,7 +509,7 @@ func TestIntegrationDefaultChain(t *testing.T) {
 			for i := 0; i+1 < len(tt.env); i += 2 {
 				t.Setenv(tt.env[i], tt.env[i+1])
 			}
-			cfg := config.AWS{Region: testRegion, Credentials: CredentialsDefault}
+			cfg := Config{Region: testRegion, Credentials: CredentialsDefault}
 			if tt.imdsRegion {
 				cfg.Region = ""
 			}
@@ -563,7 +562,7 @@ func TestDefaultChainSupportsSSO(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(profile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	src, err := New(context.Background(), config.AWS{Credentials: CredentialsDefault}, Options{})
+	src, err := New(context.Background(), Config{Credentials: CredentialsDefault}, Options{})
 	if err != nil {
 		t.Fatalf("an SSO profile is refused: %v", err)
 	}
@@ -582,7 +581,7 @@ func TestDefaultModeMissingProfile(t *testing.T) {
 	dir := t.TempDir()
 	clearAWSEnv(t, dir)
 	t.Setenv("AWS_PROFILE", "nope")
-	_, err := New(context.Background(), config.AWS{Credentials: CredentialsDefault}, Options{})
+	_, err := New(context.Background(), Config{Credentials: CredentialsDefault}, Options{})
 	if err == nil || !strings.Contains(err.Error(), "nope") || !strings.Contains(err.Error(), "credentials: default") {
 		t.Errorf("%v, want a start-up error naming the profile", err)
 	}

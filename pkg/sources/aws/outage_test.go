@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 	"github.com/phase-sidecar/phase-sidecar/test/testenv"
 )
@@ -180,14 +179,14 @@ func TestOutagesAreSourceLevel(t *testing.T) {
 				t.Run(service+"/"+f.name+"/"+c.name, func(t *testing.T) {
 					t.Parallel()
 					bad := newFailing(t, f)
-					cfg := config.AWS{Region: "us-east-1"}
+					cfg := Config{Region: "us-east-1"}
 					env := []string{"AWS_EC2_METADATA_SERVICE_ENDPOINT", md, "AWS_ENDPOINT_URL", bad.url}
 					switch service {
 					case "sts":
 						healthy := newFailing(t, fault{name: "unused", handle: func(w http.ResponseWriter, r *http.Request) {
 							t.Errorf("%s reached with failing credentials", r.Header.Get("X-Amz-Target"))
 						}})
-						cfg.AssumeRole = &config.AssumeRole{RoleARN: roleARN}
+						cfg.AssumeRole = &AssumeRole{RoleARN: roleARN}
 						env = []string{"AWS_EC2_METADATA_SERVICE_ENDPOINT", md, "AWS_ENDPOINT_URL", healthy.url, "AWS_ENDPOINT_URL_STS", bad.url}
 					case "imds":
 						env = []string{"AWS_EC2_METADATA_SERVICE_ENDPOINT", bad.url, "AWS_ENDPOINT_URL", "http://127.0.0.1:1"}

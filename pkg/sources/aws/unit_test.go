@@ -22,7 +22,6 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"golang.org/x/time/rate"
 
-	"github.com/phase-sidecar/phase-sidecar/pkg/config"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources/aws/internal/awsjson"
 )
@@ -65,7 +64,7 @@ func text(s string) *awsjson.SecretText {
 	return &t
 }
 
-func fakeSource(sm smAPI, p ssmAPI, cfg config.AWS) *Source {
+func fakeSource(sm smAPI, p ssmAPI, cfg Config) *Source {
 	s := &Source{
 		log:    slog.New(slog.DiscardHandler),
 		cfg:    cfg,
@@ -81,7 +80,7 @@ func fakeSource(sm smAPI, p ssmAPI, cfg config.AWS) *Source {
 
 func TestClassify(t *testing.T) {
 	t.Parallel()
-	s := fakeSource(nil, nil, config.AWS{AssumeRole: &config.AssumeRole{RoleARN: roleARN}})
+	s := fakeSource(nil, nil, Config{AssumeRole: &AssumeRole{RoleARN: roleARN}})
 	api := func(code, msg string) error { return &smithy.GenericAPIError{Code: code, Message: msg} }
 	respWith := func(status int, h http.Header, err error) error {
 		return &awshttp.ResponseError{ResponseError: &smithyhttp.ResponseError{
@@ -168,7 +167,7 @@ func TestSecretsManagerFetchSelectsVersion(t *testing.T) {
 				got = in
 				return &awsjson.GetSecretValueOutput{SecretString: text(`{"password":"p"}`), VersionId: "v-9"}, nil
 			}}
-			o, err := fakeSource(sm, nil, config.AWS{}).SecretsManager().Fetch(context.Background(), ref)
+			o, err := fakeSource(sm, nil, Config{}).SecretsManager().Fetch(context.Background(), ref)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -230,7 +229,7 @@ func TestSecretsManagerFetchBatch(t *testing.T) {
 		testenv.Ref(t, "aws-sm://s-unanswered"),
 		testenv.Ref(t, "aws-sm://s-01?stage=AWSPREVIOUS"), // not batchable
 	)
-	res := fakeSource(sm, nil, config.AWS{}).SecretsManager().(sources.Batcher).FetchBatch(context.Background(), refs)
+	res := fakeSource(sm, nil, Config{}).SecretsManager().(sources.Batcher).FetchBatch(context.Background(), refs)
 	if len(res) != len(refs) {
 		t.Fatalf("%d results for %d refs", len(res), len(refs))
 	}
@@ -271,7 +270,7 @@ func TestSecretsManagerBatchDeniedFallsBack(t *testing.T) {
 			return &awsjson.GetSecretValueOutput{SecretString: text("x"), VersionId: "v"}, nil
 		},
 	}
-	src := fakeSource(sm, nil, config.AWS{}).SecretsManager().(sources.Batcher)
+	src := fakeSource(sm, nil, Config{}).SecretsManager().(sources.Batcher)
 	refs := []sources.Ref{testenv.Ref(t, "aws-sm://a"), testenv.Ref(t, "aws-sm://b")}
 	for range 2 {
 		for _, r := range src.FetchBatch(context.Background(), refs) {
@@ -313,7 +312,7 @@ func TestSSMFetchBatch(t *testing.T) {
 		refs = append(refs, testenv.Ref(t, fmt.Sprintf("aws-ssm:///p/%02d", i)))
 	}
 	refs = append(refs, testenv.Ref(t, "aws-ssm:///p/00?version=2"), testenv.Ref(t, "aws-ssm:///p/01?label=prod"), testenv.Ref(t, "aws-ssm:///missing"))
-	res := fakeSource(nil, p, config.AWS{}).SSM().(sources.Batcher).FetchBatch(context.Background(), refs)
+	res := fakeSource(nil, p, Config{}).SSM().(sources.Batcher).FetchBatch(context.Background(), refs)
 	for i := range 25 {
 		if res[i].Err != nil || res[i].Object.Version != "3" {
 			t.Errorf("ref %s: %v %q", refs[i], res[i].Err, res[i].Object.Version)
@@ -367,7 +366,7 @@ func TestSSMByPath(t *testing.T) {
 				}
 				return out, nil
 			}}
-			o, err := fakeSource(nil, p, config.AWS{}).SSM().Fetch(context.Background(), testenv.Ref(t, "aws-ssm:///app/?recursive=true"))
+			o, err := fakeSource(nil, p, Config{}).SSM().Fetch(context.Background(), testenv.Ref(t, "aws-ssm:///app/?recursive=true"))
 			switch {
 			case tt.err != nil:
 				if !errors.Is(err, tt.err) {
@@ -419,7 +418,7 @@ func TestThrottleGate(t *testing.T) {
 		ssmCalls++
 		return &awsjson.GetParameterOutput{Parameter: &awsjson.Parameter{Name: "/x", Value: awsjson.SecretText("v"), Version: 1}}, nil
 	}}
-	s := fakeSource(sm, p, config.AWS{})
+	s := fakeSource(sm, p, Config{})
 	_, err := s.SecretsManager().Fetch(context.Background(), testenv.Ref(t, "aws-sm://a"))
 	if !errors.Is(err, sources.ErrThrottled) || !sources.SourceLevel(err) {
 		t.Fatalf("%v, want a source-level ErrThrottled", err)
@@ -540,14 +539,12 @@ func TestNewValidates(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		cfg  config.AWS
+		cfg  Config
 		env  func(string) string
 		want string
 	}{
-		{"unknown mode", config.AWS{Credentials: "static"}, envMap(), `credentials "static"`},
-		{"imds disabled", config.AWS{}, envMap("AWS_EC2_METADATA_DISABLED", "true"), "AWS_EC2_METADATA_DISABLED"},
-		{"assume role without arn", config.AWS{AssumeRole: &config.AssumeRole{}}, envMap(), "role_arn"},
-		{"missing CA bundle", config.AWS{}, envMap("AWS_CA_BUNDLE", "/nonexistent/ca.pem"), "AWS_CA_BUNDLE"},
+		{"imds disabled", Config{}, envMap("AWS_EC2_METADATA_DISABLED", "true"), "AWS_EC2_METADATA_DISABLED"},
+		{"missing CA bundle", Config{}, envMap("AWS_CA_BUNDLE", "/nonexistent/ca.pem"), "AWS_CA_BUNDLE"},
 	}
 	for _, tt := range tests {
 		_, err := New(context.Background(), tt.cfg, Options{Env: tt.env})
@@ -564,7 +561,7 @@ func TestRateLimit(t *testing.T) {
 		calls++
 		return &awsjson.GetParameterOutput{Parameter: &awsjson.Parameter{Name: "/x", Value: awsjson.SecretText("v"), Version: 1}}, nil
 	}}
-	s := fakeSource(nil, p, config.AWS{RateLimit: 0.001})
+	s := fakeSource(nil, p, Config{RateLimit: 0.001})
 	s.limiter = rate.NewLimiter(rate.Limit(0.001), 1)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -33,6 +33,8 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources/awsregion"
 )
 
 // Service names one AWS service the way the protocol and the endpoint
@@ -44,7 +46,7 @@ type Service struct {
 	Host    string // endpoint host prefix
 	// rule overrides the standard endpoint rule where the service's own
 	// rules differ (endpoints.go).
-	rule func(p partition, fips, dualStack bool) (host, suffix string, ok bool)
+	rule func(p awsregion.Partition, fips, dualStack bool) (host, suffix string, ok bool)
 }
 
 // Config is what a client needs besides its service.
