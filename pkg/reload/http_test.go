@@ -212,6 +212,20 @@ func TestHTTPReloaderRedacts(t *testing.T) {
 	}
 }
 
+// The zero HTTPConfig (but a URL) is safe: a GET without a body, with no
+// bound beyond ctx, and a status range that accepts nothing, so the
+// failure shows.
+func TestHTTPZeroConfig(t *testing.T) {
+	hook := newWebhook(t, func(int, http.ResponseWriter, *http.Request) {})
+	err := NewHTTP(HTTPConfig{URL: hook.srv.URL + "/reload"}).Notify(context.Background(), Batch{Secrets: []string{"A"}})
+	if err == nil || !strings.Contains(err.Error(), "http: GET http://127.0.0.1:") || !strings.Contains(err.Error(), "status 200, want 0-0") {
+		t.Fatalf("Notify = %v", err)
+	}
+	if req := <-hook.requests; req.Method != http.MethodGet || req.ContentLength > 0 {
+		t.Errorf("request %s with %d bytes of body", req.Method, req.ContentLength)
+	}
+}
+
 func TestHTTPUnreachable(t *testing.T) {
 	hook := newWebhook(t, func(int, http.ResponseWriter, *http.Request) {})
 	url := hook.withCreds("/")

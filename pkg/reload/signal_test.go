@@ -42,6 +42,33 @@ func TestParseSignal(t *testing.T) {
 	}
 }
 
+// TestSignalTable: config checks names with CanonicalSignal and the
+// notifiers send with ParseSignal; every name of the one table maps to a
+// number on this platform, and nothing outside it is accepted.
+func TestSignalTable(t *testing.T) {
+	for _, name := range SignalNames() {
+		if canon, ok := CanonicalSignal(name); !ok || canon != name {
+			t.Errorf("CanonicalSignal(%q) = %q, %v", name, canon, ok)
+		}
+		if canon, ok := CanonicalSignal(strings.ToLower(strings.TrimPrefix(name, "SIG"))); !ok || canon != name {
+			t.Errorf("CanonicalSignal(short %q) = %q, %v", name, canon, ok)
+		}
+		if sig, err := ParseSignal(name); err != nil || sig == 0 {
+			t.Errorf("ParseSignal(%q) = %v, %v", name, sig, err)
+		}
+	}
+	for _, name := range []string{"SIGKILL", "kill", "SIGSTOP", "", "9", "SIG"} {
+		if canon, ok := CanonicalSignal(name); ok {
+			t.Errorf("CanonicalSignal(%q) = %q, accepted", name, canon)
+		}
+	}
+	names := SignalNames()
+	names[0] = "SIGKILL"
+	if _, ok := CanonicalSignal("SIGKILL"); ok {
+		t.Error("SignalNames hands out the table itself")
+	}
+}
+
 // fakeProc writes a /proc-like tree: pid → (ppid, comm, argv).
 func fakeProc(t *testing.T, procs []proc) string {
 	t.Helper()
