@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/pkg/backoff"
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources/awsregion"
 )
 
 // tokenFilePoll is how often Run re-reads token_file for a new token.
@@ -346,13 +348,36 @@ func (a *auth) jwt(ctx context.Context, c *api.Client) (*api.Secret, error) {
 	})
 }
 
-// stsURL is the request Vault's aws auth replays to STS (to its configured
-// sts_endpoint when one is set); signed for us-east-1 like Vault's own CLI.
+// The aws login's default STS target, as Vault's own CLI signs it and
+// Vault's aws auth replays it by default.
 const (
-	stsURL    = "https://sts.amazonaws.com/"
-	stsRegion = "us-east-1"
-	stsBody   = "Action=GetCallerIdentity&Version=2011-06-15"
+	stsGlobalURL    = "https://sts.amazonaws.com/"
+	stsGlobalRegion = "us-east-1"
+	stsBody         = "Action=GetCallerIdentity&Version=2011-06-15"
 )
+
+// stsTarget is the URL the aws login's request is addressed to (Vault
+// replays it to its configured sts_endpoint, keeping this URL's host) and
+// the region it is signed for.
+func (a Auth) stsTarget() (endpoint, region string) {
+	endpoint, region = a.STSEndpoint, a.STSRegion
+	switch {
+	case endpoint != "":
+		// The signed path is the one Vault's replay sends: "/" for none.
+		if u, err := url.Parse(endpoint); err == nil && u.Path == "" {
+			u.Path = "/"
+			endpoint = u.String()
+		}
+	case region != "":
+		endpoint = "https://sts." + region + "." + awsregion.PartitionOf(region).DNSSuffix + "/"
+	default:
+		endpoint = stsGlobalURL
+	}
+	if region == "" {
+		region = stsGlobalRegion
+	}
+	return endpoint, region
+}
 
 // aws logs in with the IAM method: a signed sts:GetCallerIdentity request
 // that Vault replays to STS to learn who the caller is.
@@ -361,9 +386,10 @@ func (a *auth) aws(ctx context.Context, c *api.Client) (*api.Secret, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vault: log in with aws: AWS credentials: %v: %w", err, sources.ErrAuth)
 	}
+	stsURL, stsRegion := a.cfg.stsTarget()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, stsURL, strings.NewReader(stsBody))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("vault: log in with aws: STS endpoint %q: %w", stsURL, err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
 	if a.cfg.ServerIDHeader != "" {

@@ -4,11 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -145,4 +149,73 @@ func TestAWSAuth(t *testing.T) {
 		}
 		checkNoCanary(t, err)
 	}
+
+	// With sts_region (and sts_endpoint) set, the request is addressed and
+	// signed as Vault's mount is configured: Vault replays it, keeping the
+	// signed Host, to a recorder in front of moto.
+	rec := newSTSRecorder(t, motoURL)
+	for _, tt := range []struct {
+		name     string
+		auth     Auth
+		wantHost string
+		// moto answers in the partition of the Host it is sent
+		principal string
+	}{
+		{"regional endpoint of a region alone", Auth{STSRegion: "us-gov-west-1"}, "sts.us-gov-west-1.amazonaws.com", "arn:aws-us-gov:iam::123456789012:user/moto"},
+		{"region and endpoint", Auth{STSRegion: "eu-west-1", STSEndpoint: rec.url}, strings.TrimPrefix(rec.url, "http://"), "arn:aws:iam::123456789012:user/moto"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mount := unique("aws")
+			d.enableAuth(t, mount, "aws")
+			d.write(t, "auth/"+mount+"/config/client", map[string]any{
+				"sts_endpoint": rec.url, "sts_region": tt.auth.STSRegion, "iam_endpoint": motoURL,
+				"access_key": "AKIAVAULTSERVER00001", "secret_key": "vault-server-key",
+			})
+			d.write(t, "auth/"+mount+"/role/app", map[string]any{
+				"auth_type": "iam", "bound_iam_principal_arn": tt.principal,
+				"resolve_aws_unique_ids": false, "token_policies": f.policy, "token_ttl": "1h",
+			})
+			tt.auth.Method, tt.auth.Mount, tt.auth.Role = "aws", mount, "app"
+			f.fetch(t, newSource(t, d, Config{Auth: tt.auth}, Options{AWSCredentials: creds}))
+			host, authz := rec.last()
+			if host != tt.wantHost {
+				t.Errorf("STS saw Host %q, want %q", host, tt.wantHost)
+			}
+			if scope := "/" + tt.auth.STSRegion + "/sts/aws4_request"; !strings.Contains(authz, scope) {
+				t.Errorf("STS saw Authorization %q, want the scope %s", authz, scope)
+			}
+		})
+	}
+}
+
+// stsRecorder stands in for STS: it records the Host and Authorization of
+// what Vault replays and passes it on to moto.
+type stsRecorder struct {
+	url         string
+	mu          sync.Mutex
+	host, authz string
+}
+
+func newSTSRecorder(t *testing.T, moto string) *stsRecorder {
+	target, err := url.Parse(moto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &stsRecorder{}
+	proxy := httputil.NewSingleHostReverseProxy(target) // keeps the Host header
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		r.host, r.authz = req.Host, req.Header.Get("Authorization")
+		r.mu.Unlock()
+		proxy.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	r.url = srv.URL
+	return r
+}
+
+func (r *stsRecorder) last() (host, authz string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.host, r.authz
 }

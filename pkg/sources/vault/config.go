@@ -33,6 +33,15 @@ type Auth struct {
 	Role            string // kubernetes, jwt, aws
 	JWTFile         string // kubernetes, jwt
 	ServerIDHeader  string // aws: X-Vault-AWS-IAM-Server-ID
+	// STSRegion and STSEndpoint are where the aws login's
+	// sts:GetCallerIdentity is addressed and for which region it is signed;
+	// they must match the auth mount's sts_endpoint and sts_region. Both
+	// empty: the global endpoint, signed for us-east-1. A region alone: its
+	// regional endpoint in its partition (sts.us-gov-west-1.amazonaws.com,
+	// sts.cn-north-1.amazonaws.com.cn). An endpoint alone is signed for
+	// us-east-1.
+	STSRegion   string // aws
+	STSEndpoint string // aws: an http(s) URL
 }
 
 func (a Auth) mount() string {

@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/hashicorp/vault/api"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
@@ -115,5 +118,49 @@ func TestNewTakesNoTokenFromTheEnvironment(t *testing.T) {
 	}
 	if s.client.Token() != "" {
 		t.Error("New took a token from the process environment")
+	}
+}
+
+// TestSTSTarget: the aws login is addressed and signed as configured; a
+// region alone picks its partition's regional endpoint, the one the SDK's
+// STS endpoint resolver gives for it.
+func TestSTSTarget(t *testing.T) {
+	tests := []struct {
+		auth             Auth
+		endpoint, region string
+		sdkRegional      bool
+	}{
+		{Auth{}, "https://sts.amazonaws.com/", "us-east-1", false},
+		{Auth{STSRegion: "eu-west-1"}, "https://sts.eu-west-1.amazonaws.com/", "eu-west-1", true},
+		{Auth{STSRegion: "us-east-1"}, "https://sts.us-east-1.amazonaws.com/", "us-east-1", true},
+		{Auth{STSRegion: "us-gov-west-1"}, "https://sts.us-gov-west-1.amazonaws.com/", "us-gov-west-1", true},
+		{Auth{STSRegion: "cn-north-1"}, "https://sts.cn-north-1.amazonaws.com.cn/", "cn-north-1", true},
+		{Auth{STSRegion: "cn-future-3"}, "https://sts.cn-future-3.amazonaws.com.cn/", "cn-future-3", true},
+		{Auth{STSRegion: "us-isob-east-1"}, "https://sts.us-isob-east-1.sc2s.sgov.gov/", "us-isob-east-1", true},
+		{Auth{STSRegion: "eusc-de-east-1"}, "https://sts.eusc-de-east-1.amazonaws.eu/", "eusc-de-east-1", true},
+		{Auth{STSRegion: "ap-future-7"}, "https://sts.ap-future-7.amazonaws.com/", "ap-future-7", true},
+		{Auth{STSRegion: "eu-west-1", STSEndpoint: "https://vpce-0a1b.sts.eu-west-1.vpce.amazonaws.com"},
+			"https://vpce-0a1b.sts.eu-west-1.vpce.amazonaws.com/", "eu-west-1", false},
+		{Auth{STSRegion: "us-gov-east-1", STSEndpoint: "https://sts.us-gov-east-1.amazonaws.com/"},
+			"https://sts.us-gov-east-1.amazonaws.com/", "us-gov-east-1", false},
+		{Auth{STSEndpoint: "http://127.0.0.1:4566"}, "http://127.0.0.1:4566/", "us-east-1", false},
+	}
+	resolver := sts.NewDefaultEndpointResolverV2()
+	for _, tt := range tests {
+		endpoint, region := tt.auth.stsTarget()
+		if endpoint != tt.endpoint || region != tt.region {
+			t.Errorf("%+v: %s signed for %s, want %s for %s", tt.auth, endpoint, region, tt.endpoint, tt.region)
+		}
+		if !tt.sdkRegional {
+			continue
+		}
+		sdk, err := resolver.ResolveEndpoint(context.Background(), sts.EndpointParameters{
+			Region: aws.String(tt.auth.STSRegion), UseGlobalEndpoint: aws.Bool(false), UseFIPS: aws.Bool(false), UseDualStack: aws.Bool(false),
+		})
+		if err != nil {
+			t.Errorf("the SDK refuses %s: %v", tt.auth.STSRegion, err)
+		} else if want := sdk.URI.String() + "/"; endpoint != want {
+			t.Errorf("%s: %s, the SDK %s", tt.auth.STSRegion, endpoint, want)
+		}
 	}
 }
