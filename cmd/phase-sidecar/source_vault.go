@@ -46,6 +46,7 @@ func vaultConfig(c config.Vault, env func(string) string) vault.Config {
 			Method: a.Method, Mount: a.Mount, TokenFile: a.TokenFile,
 			RoleIDFile: a.RoleIDFile, SecretIDFile: a.SecretIDFile, WrappedSecretID: a.WrappedSecretID,
 			Role: a.Role, JWTFile: a.JWTFile, ServerIDHeader: a.ServerIDHeader,
+			STSRegion: a.STSRegion, STSEndpoint: a.STSEndpoint,
 		},
 	}
 }

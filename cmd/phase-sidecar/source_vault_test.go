@@ -19,6 +19,12 @@ func TestVaultConfig(t *testing.T) {
 	if got != want {
 		t.Errorf("from the environment:\n got %+v\nwant %+v", got, want)
 	}
+	got = vaultConfig(config.Vault{Auth: config.VaultAuth{Method: "aws", Mount: "aws", Role: "r", ServerIDHeader: "vault.example",
+		STSRegion: "us-gov-west-1", STSEndpoint: "https://sts.us-gov-west-1.amazonaws.com"}}, get)
+	if want := (vault.Auth{Method: "aws", Mount: "aws", Role: "r", ServerIDHeader: "vault.example",
+		STSRegion: "us-gov-west-1", STSEndpoint: "https://sts.us-gov-west-1.amazonaws.com"}); got.Auth != want {
+		t.Errorf("aws auth:\n got %+v\nwant %+v", got.Auth, want)
+	}
 	got = vaultConfig(config.Vault{Address: "https://file:8200", CACert: "/file/ca.pem", Namespace: "team-b"}, get)
 	if got.Address != "https://file:8200" || got.CACert != "/file/ca.pem" || got.Namespace != "team-b" {
 		t.Errorf("the file wins over the environment: %+v", got)

@@ -137,6 +137,10 @@ func TestSchemaRefuses(t *testing.T) {
 		"output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", template: \"x\"}]\n",
 		"output: {dir: /a}\nsplay: 2\nsecrets: [{name: A, ref: \"file:///a\"}]\n",
 		"output: {dir: /a}\nsecrets: [{name: A, ref: \"file:///a\", on_expiry: delete}]\n",
+		"output: {dir: /a}\nsources: {aws: {region: \"eu-west-1.evil.example\"}}\nsecrets: [{name: A, ref: \"aws-sm://a#b\"}]\n",
+		"output: {dir: /a}\nsources: {vault: {auth: {method: aws, role: r, sts_region: EU-WEST-1}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n",
+		"output: {dir: /a}\nsources: {vault: {auth: {method: aws, role: r, sts_region: eu-west-1, sts_endpoint: \"http://sts.example\"}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n",
+		"output: {dir: /a}\nsources: {vault: {auth: {method: aws, role: r, sts_region: eu-west-1, sts_endpoint: \"https://sts.example/?x=1\"}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n",
 	} {
 		if err := s.Validate(instance(t, "x", []byte(y))); err == nil {
 			t.Errorf("the schema accepts\n%s", y)

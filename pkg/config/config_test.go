@@ -131,6 +131,12 @@ func TestParseErrors(t *testing.T) {
 		{"approle without secret_id_file", "output: {dir: /a}\nsources: {vault: {auth: {method: approle, role_id_file: /r}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:25: sources.vault.auth.secret_id_file: ", "required by auth method approle: the absolute path of the file holding the secret ID"},
 		{"wrapped without secret_id_file", "output: {dir: /a}\nsources: {vault: {auth: {method: approle, role_id_file: /r, wrapped_secret_id: true}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:25: sources.vault.auth.secret_id_file: ", "required by auth method approle"},
 		{"aws auth without role", "output: {dir: /a}\nsources: {vault: {auth: {method: aws}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:25: sources.vault.auth.role: ", "required by auth method aws"},
+		{"sts_region not a region", "output: {dir: /a}\nsources: {vault: {auth: {method: aws, role: r, sts_region: \"eu-west-1.evil.example\"}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:60: sources.vault.auth.sts_region: ", "want an AWS region such as eu-west-1, got \"eu-west-1.evil.example\""},
+		{"sts_endpoint http to a remote host", "output: {dir: /a}\nsources: {vault: {auth: {method: aws, role: r, sts_region: eu-west-1, sts_endpoint: \"http://sts.example\"}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:85: sources.vault.auth.sts_endpoint: ", "want an https:// URL such as https://sts.eu-west-1.amazonaws.com (http:// only to 127.0.0.1"},
+		{"sts_endpoint not a URL", "output: {dir: /a}\nsources: {vault: {auth: {method: aws, role: r, sts_region: eu-west-1, sts_endpoint: sts.eu-west-1.amazonaws.com}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:85: sources.vault.auth.sts_endpoint: ", "want an https:// URL"},
+		{"sts_endpoint with a query", "output: {dir: /a}\nsources: {vault: {auth: {method: aws, role: r, sts_region: eu-west-1, sts_endpoint: \"https://sts.eu-west-1.amazonaws.com/?token=x\"}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:85: sources.vault.auth.sts_endpoint: ", "without credentials, query or fragment, got \"https://sts.eu-west-1.amazonaws.com/?token=REDACTED\""},
+		{"sts_endpoint without sts_region", "output: {dir: /a}\nsources: {vault: {auth: {method: aws, role: r, sts_endpoint: \"https://sts.eu-west-1.amazonaws.com\"}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:62: sources.vault.auth.sts_region: ", "required with sts_endpoint"},
+		{"sts_region for kubernetes", "output: {dir: /a}\nsources: {vault: {auth: {method: kubernetes, role: r, sts_region: eu-west-1}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n", "2:67: sources.vault.auth.sts_region: ", "not used by auth method kubernetes"},
 		{"http url query redacted", minimal + "reload:\n  http: {url: \"ftp://h/r?token=x\"}\n", "5:15: reload.http.url: ", `got "ftp://h/r?token=REDACTED"`},
 		{"empty ref field", "output: {dir: /a}\nsecrets: [{name: A, ref: \"vault://x/y#\"}]\n", "2:26: secrets[0].ref: ", "empty #field"},
 		{"query after field", "output: {dir: /a}\nsecrets: [{name: A, ref: \"vault://kv/a#key?version=3\"}]\n", "2:26: secrets[0].ref: ", "put ?query before #field"},
@@ -545,5 +551,28 @@ func TestManyErrorsCapped(t *testing.T) {
 	}
 	if !strings.HasSuffix(msg, fmt.Sprintf("and %d more problem(s)", len(es)-MaxReported)) {
 		t.Errorf("message ends %q", msg[len(msg)-60:])
+	}
+}
+
+// TestVaultAWSSTS: the aws login's STS settings are carried as given;
+// http is accepted only to this host.
+func TestVaultAWSSTS(t *testing.T) {
+	for _, endpoint := range []string{"https://sts.us-gov-west-1.amazonaws.com", "https://vpce-0a1b.sts.eu-west-1.vpce.amazonaws.com/", "http://127.0.0.1:4566", "http://localhost:4566/", "http://[::1]:4566"} {
+		y := "output: {dir: /a}\nsources: {vault: {auth: {method: aws, role: r, sts_region: us-gov-west-1, sts_endpoint: \"" + endpoint + "\"}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n"
+		c, err := Parse("x.yaml", []byte(y))
+		if err != nil {
+			t.Errorf("%s: %v", endpoint, err)
+			continue
+		}
+		if a := c.Sources.Vault.Auth; a.STSRegion != "us-gov-west-1" || a.STSEndpoint != endpoint {
+			t.Errorf("%s: auth %+v", endpoint, a)
+		}
+	}
+	c, err := Parse("x.yaml", []byte("output: {dir: /a}\nsources: {vault: {auth: {method: aws, role: r}}}\nsecrets: [{name: A, ref: \"vault://s/a#b\"}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Sources.Vault.Auth; a.STSRegion != "" || a.STSEndpoint != "" {
+		t.Errorf("defaults: auth %+v, want both empty (the source's default: the global endpoint)", a)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/pkg/reload"
 	"github.com/phase-sidecar/phase-sidecar/pkg/render"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources/awsregion"
 )
 
 //go:generate go test -run TestSchemaFile -update .
@@ -33,6 +34,9 @@ func ptr(i int) *int { return &i }
 // backslash, no control character. maxLength counts characters, not bytes,
 // so the decoder's byte limit stays stricter.
 const targetPattern = `^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*$`
+
+// stsEndpointPattern approximates checkSTSEndpoint.
+const stsEndpointPattern = `^(https://[^/?#@]+|http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?)(/[^?#]*)?$`
 
 // sessionPattern is sessionOK as a JSON Schema pattern.
 const sessionPattern = `^[\w+=,.@-]{2,64}$`
@@ -79,8 +83,10 @@ var fields = map[string]field{
 	"sources.vault.auth.role":                 {desc: "kubernetes, jwt and aws (required): the Vault role to log in as."},
 	"sources.vault.auth.jwt_file":             {desc: "kubernetes: the service-account token (default " + DefaultJWTFile + "); jwt: the JWT file (required)."},
 	"sources.vault.auth.server_id_header":     {desc: "aws: value of the X-Vault-AWS-IAM-Server-ID header."},
+	"sources.vault.auth.sts_region":           {desc: "aws: the region the sts:GetCallerIdentity request is signed for, as in the mount's sts_region; absent: us-east-1 (the global endpoint). Required with sts_endpoint.", pattern: awsregion.Pattern},
+	"sources.vault.auth.sts_endpoint":         {desc: "aws: the STS endpoint the request is addressed to, as in the mount's sts_endpoint (https, or http to 127.0.0.1, ::1 or localhost); absent: the regional endpoint of sts_region, else https://sts.amazonaws.com.", pattern: stsEndpointPattern},
 	"sources.aws":                             {desc: "The AWS source (aws-sm:// and aws-ssm:// refs); optional, every field has a default."},
-	"sources.aws.region":                      {desc: "AWS region; absent: AWS_REGION, then the instance's region from IMDS."},
+	"sources.aws.region":                      {desc: "AWS region; absent: AWS_REGION, then the instance's region from IMDS.", pattern: awsregion.Pattern},
 	"sources.aws.credentials":                 {desc: "Base credentials: imds (the EC2 instance role over IMDSv2) or default (environment keys, web identity, a shared profile's static keys, container credentials, then IMDSv2).", def: "imds", enum: []string{"imds", "default"}},
 	"sources.aws.rate_limit":                  {desc: "Requests per second across the AWS source; 0 is unlimited.", def: 0},
 	"sources.aws.assume_role":                 {desc: "STS AssumeRole on top of the base credentials."},

@@ -169,6 +169,8 @@ type VaultAuth struct {
 	Role            string // kubernetes, jwt, aws
 	JWTFile         string // kubernetes (default the service-account token), jwt
 	ServerIDHeader  string // aws: X-Vault-AWS-IAM-Server-ID
+	STSRegion       string // aws: the region the STS request is signed for; required with STSEndpoint
+	STSEndpoint     string // aws: where it is addressed; default the region's regional endpoint, else the global one
 }
 
 // AWS configures Secrets Manager and SSM.

@@ -18,6 +18,7 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sink"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
+	"github.com/phase-sidecar/phase-sidecar/pkg/sources/awsregion"
 )
 
 // Defaults. Every one is documented in docs/config.md.
@@ -501,7 +502,7 @@ var authMethods = map[string]struct{ required, optional []string }{
 	"approle":    {required: []string{"role_id_file", "secret_id_file"}, optional: []string{"mount", "wrapped_secret_id"}},
 	"kubernetes": {required: []string{"role"}, optional: []string{"mount", "jwt_file"}},
 	"jwt":        {required: []string{"role", "jwt_file"}, optional: []string{"mount"}},
-	"aws":        {required: []string{"role"}, optional: []string{"mount", "server_id_header"}},
+	"aws":        {required: []string{"role"}, optional: []string{"mount", "server_id_header", "sts_region", "sts_endpoint"}},
 }
 
 var authMethodNames = []string{"token", "approle", "kubernetes", "jwt", "aws"}
@@ -526,6 +527,8 @@ func (d *decoder) vaultAuth(m *mapping, a *VaultAuth) {
 		"role":              m.str("role", &a.Role),
 		"jwt_file":          m.absPath("jwt_file", &a.JWTFile),
 		"server_id_header":  m.str("server_id_header", &a.ServerIDHeader),
+		"sts_region":        m.str("sts_region", &a.STSRegion),
+		"sts_endpoint":      m.str("sts_endpoint", &a.STSEndpoint),
 	}
 	m.done()
 	spec, ok := authMethods[a.Method]
@@ -551,6 +554,15 @@ func (d *decoder) vaultAuth(m *mapping, a *VaultAuth) {
 	}
 	if n := given["mount"]; n != nil && (a.Mount == "" || strings.Trim(a.Mount, "/") != a.Mount || strings.Contains(a.Mount, "//")) {
 		d.errorf(n, m.field("mount"), "want a mount path such as %q, without leading or trailing slashes, got %q", a.Method, a.Mount)
+	}
+	if n := given["sts_region"]; n != nil && !awsregion.Valid(a.STSRegion) {
+		d.errorf(n, m.field("sts_region"), "want an AWS region such as eu-west-1, got %q", a.STSRegion)
+	}
+	if n := given["sts_endpoint"]; n != nil {
+		d.checkSTSEndpoint(n, m.field("sts_endpoint"), a.STSEndpoint)
+		if given["sts_region"] == nil && !m.present("sts_region") {
+			d.errorf(n, m.field("sts_region"), "required with sts_endpoint: the region the endpoint's requests are signed for, as in Vault's sts_region")
+		}
 	}
 	if a.Mount == "" && a.Method != "token" {
 		a.Mount = a.Method
@@ -582,8 +594,25 @@ func (d *decoder) checkURL(n *yaml.Node, field, raw, example string) {
 	}
 }
 
+// checkSTSEndpoint checks the STS endpoint of Vault's aws login. The
+// request addressed to it is signed with AWS credentials, so it must be
+// https, or http to this host only (a local emulator or proxy); Vault's
+// replay keeps neither userinfo, query nor fragment.
+func (d *decoder) checkSTSEndpoint(n *yaml.Node, field, raw string) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "https" && (u.Scheme != "http" || !loopbackName(u.Hostname()))):
+		d.errorf(n, field, "want an https:// URL such as https://sts.eu-west-1.amazonaws.com (http:// only to 127.0.0.1, ::1 or localhost), got %q", secret.RedactURL(raw))
+	case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.HasSuffix(raw, "#"):
+		d.errorf(n, field, "want an endpoint URL without credentials, query or fragment, got %q", secret.RedactURL(raw))
+	}
+}
+
+func loopbackName(host string) bool {
+	return host == "127.0.0.1" || host == "::1" || host == "localhost"
+}
+
 var (
-	regionRE = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`)
 	// Lengths are checked apart: a bounded repetition such as {1,512}
 	// compiles into that many states (350 KB of heap for the life of the
 	// process, measured).
@@ -603,7 +632,7 @@ func sessionOK(s string) bool { return len(s) >= 2 && len(s) <= 64 && sessionRE.
 
 func (d *decoder) aws(m *mapping) *AWS {
 	a := &AWS{Credentials: "imds"}
-	if n := m.str("region", &a.Region); n != nil && !regionRE.MatchString(a.Region) {
+	if n := m.str("region", &a.Region); n != nil && !awsregion.Valid(a.Region) {
 		d.errorf(n, m.field("region"), "want an AWS region such as eu-west-1, got %q", a.Region)
 	}
 	if n := m.str("credentials", &a.Credentials); n != nil && a.Credentials != "imds" && a.Credentials != "default" {

@@ -17,10 +17,12 @@ import (
 // not regions of the services the sidecar calls and fail it too.
 func Valid(name string) bool { return nameRE().MatchString(name) }
 
+// Pattern is Valid's rule as a regular expression (for the config's JSON
+// Schema).
+const Pattern = `^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`
+
 // nameRE is compiled on first use: most deployments never check a region.
-var nameRE = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`)
-})
+var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(Pattern) })
 
 // Partition is an AWS partition as the SDK's endpoint rules see it
 // (aws-sdk-go-v2 internal/endpoints/awsrulesfn/partitions.json). The test
