@@ -23,11 +23,16 @@ import (
 // gives a pod every path from one service, one source as a Vault pod has.
 // Pods use static keys from the environment (credentials: default), so no
 // STS or IMDS request is part of the load.
+//
+// One moto process serves about 140 requests a second here, less than 200
+// pods ask for; with several, every value is written to each and the proxy
+// spreads the requests over them, so the healthy figure is the fleet's
+// demand, not the emulator's ceiling.
 type AWS struct {
-	url  string
+	urls []string
 	only string // "", "sm" or "ssm"
-	sm   *secretsmanager.Client
-	ssm  *ssm.Client
+	sm   []*secretsmanager.Client
+	ssm  []*ssm.Client
 }
 
 var _ Backend = (*AWS)(nil)
@@ -38,17 +43,23 @@ const (
 	awsSecretKey = "fleet-secret-key"
 )
 
-// NewAWS starts moto with its log in dir; only is "" (both services, half
-// the paths each), "sm" or "ssm".
-func NewAWS(t testing.TB, dir, only string) *AWS {
+// NewAWS starts instances moto processes with their logs in dir; only is
+// "" (both services, half the paths each), "sm" or "ssm".
+func NewAWS(t testing.TB, dir, only string, instances int) *AWS {
 	t.Helper()
-	url := servers.Moto(t, dir)
-	cfg := aws.Config{
-		Region:       awsRegion,
-		Credentials:  credentials.NewStaticCredentialsProvider(awsKeyID, awsSecretKey, ""),
-		BaseEndpoint: aws.String(url),
+	a := &AWS{only: only}
+	for range max(instances, 1) {
+		url := servers.Moto(t, dir)
+		cfg := aws.Config{
+			Region:       awsRegion,
+			Credentials:  credentials.NewStaticCredentialsProvider(awsKeyID, awsSecretKey, ""),
+			BaseEndpoint: aws.String(url),
+		}
+		a.urls = append(a.urls, url)
+		a.sm = append(a.sm, secretsmanager.NewFromConfig(cfg))
+		a.ssm = append(a.ssm, ssm.NewFromConfig(cfg))
 	}
-	return &AWS{url: url, only: only, sm: secretsmanager.NewFromConfig(cfg), ssm: ssm.NewFromConfig(cfg)}
+	return a
 }
 
 func (a *AWS) Name() string {
@@ -69,7 +80,7 @@ func (a *AWS) parameter(j int) bool {
 	return j%2 == 1
 }
 
-func (a *AWS) URL() string { return a.url }
+func (a *AWS) URLs() []string { return a.urls }
 
 func (a *AWS) Classes() []string { return []string{"sm", "ssm", "other"} }
 
@@ -97,7 +108,8 @@ func (a *AWS) Ref(i, j int) string {
 // Put creates the secrets and parameters (gen 0) or writes a new version.
 func (a *AWS) Put(t testing.TB, n, paths, gen int) {
 	t.Helper()
-	parallel(t, n*paths, func(k int) error {
+	parallel(t, n*paths*len(a.urls), func(k int) error {
+		m, k := k/(n*paths), k%(n*paths)
 		i, j := k/paths, k%paths
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -105,13 +117,13 @@ func (a *AWS) Put(t testing.TB, n, paths, gen int) {
 		var err error
 		switch {
 		case a.parameter(j):
-			_, err = a.ssm.PutParameter(ctx, &ssm.PutParameterInput{
+			_, err = a.ssm[m].PutParameter(ctx, &ssm.PutParameterInput{
 				Name: aws.String("/" + name), Value: aws.String(value), Type: ssmtypes.ParameterTypeSecureString, Overwrite: aws.Bool(gen > 0),
 			})
 		case gen == 0:
-			_, err = a.sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String(name), SecretString: aws.String(value)})
+			_, err = a.sm[m].CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String(name), SecretString: aws.String(value)})
 		default:
-			_, err = a.sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: aws.String(name), SecretString: aws.String(value)})
+			_, err = a.sm[m].PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: aws.String(name), SecretString: aws.String(value)})
 		}
 		return err
 	})

@@ -27,8 +27,9 @@ import (
 // Backend is the server a fleet reads from.
 type Backend interface {
 	Name() string
-	// URL is where the proxy forwards to.
-	URL() string
+	// URLs are where the proxy forwards to, in turn: servers holding the
+	// same values.
+	URLs() []string
 	// Classes are the request classes counted, Classify a request's class.
 	Classes() []string
 	Classify(r *http.Request) string
@@ -128,7 +129,7 @@ func Run(t testing.TB, b Backend, c Client, o Options) *Result {
 	res := &Result{Name: fmt.Sprintf("%s, %s %s", c.Name(), b.Name(), o.Fault), Options: o}
 	b.Put(t, o.N, o.Paths, 0)
 	counts := NewCounts(b.Classify, b.Classes()...)
-	proxy := NewProxy(t, b.URL(), counts, o.RetryAfter)
+	proxy := NewProxy(t, b.URLs(), counts, o.RetryAfter)
 
 	pods := newPods(t, b, c, o, proxy.URL)
 	for _, p := range pods {

@@ -27,6 +27,7 @@ import (
 //	PHASE_FLEET_SIDECAR         a phase-sidecar binary to run instead of building this tree's (to compare commits)
 //	PHASE_FLEET_OUT             a directory for the per-second CSVs and the table
 //	PHASE_FLEET_BENCH=1         run TestFleetBench; PHASE_FLEET_BACKENDS (vault,aws-sm,aws-ssm,aws; aws is half sm, half ssm per pod), PHASE_FLEET_FAULT (503)
+//	PHASE_FLEET_MOTO            moto processes behind the proxy for AWS (1; bench 3), each holding every value
 //	PHASE_FLEET_AGENT=1         run TestFleetVaultAgent
 //	PHASE_FLEET_ASSERT_BREAKER  0 turns TestFleet's outage-load assertion into a log line (default 1)
 
@@ -132,12 +133,27 @@ func newBackend(t *testing.T, name string) Backend {
 	case "vault":
 		return NewVault(t, t.TempDir())
 	case "aws":
-		return NewAWS(t, t.TempDir(), "")
+		return NewAWS(t, t.TempDir(), "", motos(t))
 	case "aws-sm", "aws-ssm":
-		return NewAWS(t, t.TempDir(), strings.TrimPrefix(name, "aws-"))
+		return NewAWS(t, t.TempDir(), strings.TrimPrefix(name, "aws-"), motos(t))
 	}
 	t.Fatalf("unknown backend %q (want vault, aws, aws-sm or aws-ssm)", name)
 	return nil
+}
+
+// motos is PHASE_FLEET_MOTO, the moto processes behind the proxy: 1 by
+// default, 3 in TestFleetBench (one serves about 140 requests a second
+// here, 200 pods ask for 200).
+func motos(t *testing.T) int {
+	def := "1"
+	if os.Getenv("PHASE_FLEET_BENCH") == "1" {
+		def = "3"
+	}
+	n, err := strconv.Atoi(envOr("PHASE_FLEET_MOTO", def))
+	if err != nil || n < 1 {
+		t.Fatalf("PHASE_FLEET_MOTO=%q: want a count of 1 or more", os.Getenv("PHASE_FLEET_MOTO"))
+	}
+	return n
 }
 
 // report logs the per-second counts and the table, and saves them under

@@ -46,7 +46,8 @@ func ParseFault(s string) (Fault, error) {
 // Classifier names the class a request is counted in.
 type Classifier func(*http.Request) string
 
-// Proxy is a reverse proxy on 127.0.0.1 in front of one backend: it counts
+// Proxy is a reverse proxy on 127.0.0.1 in front of one backend (one or
+// more servers holding the same values, taken in turn): it counts
 // every request that arrives, per second and per class, and forwards it or
 // answers with the current fault.
 type Proxy struct {
@@ -58,18 +59,26 @@ type Proxy struct {
 	fault      atomic.Int32
 }
 
-// NewProxy starts a proxy to target that counts into c and answers
-// RateLimited with retryAfter; t's cleanup stops it.
-func NewProxy(t testing.TB, target string, c *Counts, retryAfter time.Duration) *Proxy {
+// NewProxy starts a proxy to targets (in turn) that counts into c and
+// answers RateLimited with retryAfter; t's cleanup stops it.
+func NewProxy(t testing.TB, targets []string, c *Counts, retryAfter time.Duration) *Proxy {
 	t.Helper()
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
+	var us []*url.URL
+	for _, target := range targets {
+		u, err := url.Parse(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		us = append(us, u)
 	}
+	if len(us) == 0 {
+		t.Fatal("fleet: a proxy needs a target")
+	}
+	var next atomic.Uint64
 	p := &Proxy{counts: c, retryAfter: retryAfter}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(u)
+			r.SetURL(us[(next.Add(1)-1)%uint64(len(us))])
 			// AWS signs the Host header; forward it as the client sent it.
 			r.Out.Host = r.In.Host
 		},

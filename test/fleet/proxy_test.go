@@ -17,7 +17,7 @@ func TestProxy(t *testing.T) {
 	t.Cleanup(backend.Close)
 	v := &Vault{}
 	counts := NewCounts(v.Classify, v.Classes()...)
-	p := NewProxy(t, backend.URL, counts, 7*time.Second)
+	p := NewProxy(t, []string{backend.URL}, counts, 7*time.Second)
 	counts.Begin(time.Now())
 
 	for _, c := range []struct {
@@ -94,5 +94,34 @@ func TestFigures(t *testing.T) {
 	}
 	if !reflect.DeepEqual(f, want) {
 		t.Errorf("figures %+v\nwant    %+v", f, want)
+	}
+}
+
+// Servers holding the same values take the requests in turn.
+func TestProxyTakesTargetsInTurn(t *testing.T) {
+	var targets []string
+	for _, name := range []string{"a", "b", "c"} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, name)
+		}))
+		t.Cleanup(srv.Close)
+		targets = append(targets, srv.URL)
+	}
+	v := &Vault{}
+	counts := NewCounts(v.Classify, v.Classes()...)
+	p := NewProxy(t, targets, counts, time.Second)
+	counts.Begin(time.Now())
+	var got []string
+	for range 6 {
+		resp, err := http.Get(p.URL + "/v1/secret/data/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got = append(got, string(b))
+	}
+	if want := []string{"a", "b", "c", "a", "b", "c"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("answered by %v, want %v", got, want)
 	}
 }

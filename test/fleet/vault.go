@@ -52,7 +52,7 @@ func NewVault(t testing.TB, dir string) *Vault {
 
 func (v *Vault) Name() string { return "vault" }
 
-func (v *Vault) URL() string { return v.srv.URL }
+func (v *Vault) URLs() []string { return []string{v.srv.URL} }
 
 func (v *Vault) Classes() []string { return []string{"login", "read", "mounts", "other"} }
 
