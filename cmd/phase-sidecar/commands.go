@@ -90,8 +90,9 @@ func setup(ctx context.Context, cfg *config.Config, log *slog.Logger, daemon boo
 		return nil, err
 	}
 	var onChange func(engine.Change)
+	rc := reloadConfig(cfg)
 	if daemon {
-		p.reload, err = reload.New(reloadConfig(cfg), reload.Options{Logger: log, Metrics: p.metrics, Notifier: notifier})
+		p.reload, err = reload.New(rc, reload.Options{Logger: log, Metrics: p.metrics, Notifier: notifier})
 		if err != nil {
 			p.sink.Close()
 			return nil, usageError{err}
@@ -100,6 +101,7 @@ func setup(ctx context.Context, cfg *config.Config, log *slog.Logger, daemon boo
 	}
 	p.engine, err = engine.New(engine.Options{
 		Config: cfg, Sources: p.srcs, Sink: p.sink, Metrics: p.metrics, Logger: log, OnChange: onChange,
+		ReloadLatency: rc.Latency(),
 	})
 	if err != nil {
 		p.sink.Close()

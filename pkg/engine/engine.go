@@ -53,6 +53,10 @@ type Options struct {
 	Metrics  *metrics.Metrics
 	Logger   *slog.Logger
 	OnChange func(Change) // called from worker goroutines; must not block for long
+	// ReloadLatency is the longest the app's side of a change takes
+	// (reload.Config.Latency): leases and certificates are replaced at
+	// least this long, plus their renew margin, before they expire.
+	ReloadLatency time.Duration
 }
 
 // backoffBase is the first retry's ceiling after a failed fetch or write.
@@ -153,7 +157,7 @@ func New(o Options) (*Engine, error) {
 		}
 	}
 	e.jobs = plan(e.secrets)
-	setLeads(e.jobs, reloadLead(o.Config.Reload))
+	setLeads(e.jobs, o.ReloadLatency)
 	e.newBreakers()
 	for _, j := range e.jobs {
 		for _, ob := range j.objects {

@@ -72,6 +72,7 @@ type fixture struct {
 	cfg     *config.Config
 	m       *metrics.Metrics
 	changes chan Change
+	latency time.Duration // Options.ReloadLatency
 }
 
 func newFixture(t *testing.T, secrets ...config.Secret) *fixture {
@@ -108,7 +109,7 @@ func (f *fixture) engine(t *testing.T, srcs map[string]sources.Source) *Engine {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	e, err := New(Options{Config: f.cfg, Sources: srcs, Sink: d, Metrics: f.m, OnChange: func(c Change) { f.changes <- c }})
+	e, err := New(Options{Config: f.cfg, Sources: srcs, Sink: d, Metrics: f.m, ReloadLatency: f.latency, OnChange: func(c Change) { f.changes <- c }})
 	if err != nil {
 		t.Fatal(err)
 	}

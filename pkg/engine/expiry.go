@@ -13,19 +13,6 @@ import (
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
 
-// reloadLead is how long the app's side of a change takes at most: the
-// coalescing window, then the reload itself.
-func reloadLead(r config.Reload) time.Duration {
-	d := r.Coalesce
-	switch {
-	case r.HTTP != nil:
-		d += r.HTTP.Timeout
-	case r.Exec != nil:
-		d += r.Exec.Timeout
-	}
-	return d
-}
-
 // setLeads gives every object of every job the lead that its expiring
 // values need: the reload's time plus the longest renew margin of the
 // secrets that read it. Sources schedule leases and certificates by it.

@@ -119,14 +119,14 @@ func TestExpiryPolicy(t *testing.T) {
 }
 
 // TestLeadsReachTheSource: the engine gives each object the reload's time
-// (coalesce + the reload's timeout) and the longest renew margin of the
-// secrets reading it.
+// (Options.ReloadLatency, the reloader's worst case) and the longest renew
+// margin of the secrets reading it.
 func TestLeadsReachTheSource(t *testing.T) {
 	f := newFixture(t,
 		config.Secret{Name: "U", Ref: testenv.Ref(t, "vault://database/creds/app#username"), RenewMargin: config.Margin{Fixed: 5 * time.Minute}},
 		config.Secret{Name: "P", Ref: testenv.Ref(t, "vault://database/creds/app#password"), RenewMargin: config.Margin{Fraction: 0.2}},
 	)
-	f.cfg.Reload = config.Reload{Coalesce: 2 * time.Second, HTTP: &config.HTTP{Timeout: 5 * time.Second}}
+	f.latency = 7 * time.Second
 	var got sources.Lead
 	src := &fakeSource{fetch: func(ref sources.Ref) (sources.Object, error) {
 		got = ref.Lead

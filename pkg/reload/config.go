@@ -33,6 +33,23 @@ type Config struct {
 	Exclude []string
 }
 
+// Latency is the longest the app's side of one change takes: the
+// coalescing window, then the method's worst case (an HTTP reload whose
+// every attempt times out, with the waits between them; an exec reload
+// until its timeout). A lease or certificate is replaced at least this long
+// before it expires (sources.Lead). A method without a timeout adds nothing.
+func (c Config) Latency() time.Duration {
+	d := c.Coalesce
+	switch {
+	case c.Signal != nil:
+	case c.HTTP != nil:
+		d += c.HTTP.latency()
+	case c.Exec != nil:
+		d += c.Exec.Timeout
+	}
+	return d
+}
+
 // Values of Config.OnInitialSync (reload.on_initial_sync).
 const (
 	OnInitialAuto   = "auto"

@@ -51,7 +51,7 @@ func NewHTTP(cfg HTTPConfig) *HTTP {
 		max:      cfg.StatusMax,
 		timeout:  cfg.Timeout,
 		retries:  cfg.Retries,
-		retry:    backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: backoff.Equal},
+		retry:    httpRetry,
 		client: &http.Client{
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
@@ -92,6 +92,19 @@ func (h *HTTP) Running() bool {
 
 // Notify sends the request, retrying up to the configured number of times
 // on a transport error or an unexpected status.
+// httpRetry spaces the attempts of one notification.
+var httpRetry = backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: backoff.Equal}
+
+// latency is the longest one notification takes: every attempt timing out,
+// with the longest waits between them.
+func (c HTTPConfig) latency() time.Duration {
+	d := time.Duration(c.Retries+1) * c.Timeout
+	for a := 1; a <= c.Retries; a++ {
+		d += httpRetry.Ceiling(a)
+	}
+	return d
+}
+
 func (h *HTTP) Notify(ctx context.Context, b Batch) error {
 	body, err := json.Marshal(struct {
 		Secrets []string `json:"secrets"`
