@@ -83,7 +83,9 @@ func httpReady(method, url string, header ...string) func() error {
 
 // TestAWSAuth logs in with Vault's aws (IAM) method: Vault replays the
 // signed sts:GetCallerIdentity to moto (its sts_endpoint); the sidecar
-// signs with instance-role credentials from the EC2 metadata mock (IMDSv2).
+// signs with instance-role credentials from the EC2 metadata mock (IMDSv2),
+// for the global endpoint by default and as STSRegion and STSEndpoint say
+// otherwise.
 func TestAWSAuth(t *testing.T) {
 	d := vaultDev(t)
 	f := newKVFixture(t, d)
