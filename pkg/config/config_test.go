@@ -97,6 +97,7 @@ func TestParseErrors(t *testing.T) {
 		{"session name too long", "output: {dir: /a}\nsources: {aws: {assume_role: {role_arn: \"arn:aws:iam::123456789012:role/x\", session_name: " + strings.Repeat("s", 65) + "}}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:91: sources.aws.assume_role.session_name: ", "2 to 64 characters"},
 		{"session name too short", "output: {dir: /a}\nsources: {aws: {assume_role: {role_arn: \"arn:aws:iam::123456789012:role/x\", source_identity: s}}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:94: sources.aws.assume_role.source_identity: ", "2 to 64 characters"},
 		{"assume duration", "output: {dir: /a}\nsources: {aws: {assume_role: {role_arn: \"arn:aws:iam::123456789012:role/x\", duration: 13h}}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:87: sources.aws.assume_role.duration: ", "from 15m to 12h"},
+		{"assume_role without role_arn", "output: {dir: /a}\nsources: {aws: {assume_role: {external_id: abc}}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:30: sources.aws.assume_role.role_arn: ", "required: the role to assume"},
 		{"bad credentials", "output: {dir: /a}\nsources: {aws: {credentials: env}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:30: sources.aws.credentials: ", "want imds"},
 		{"bad region", "output: {dir: /a}\nsources: {aws: {region: Europe}}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "2:25: sources.aws.region: ", "want an AWS region"},
 		{"merge key", "base: &b {dir: /a}\noutput: {<<: *b}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:1: base: ", "unknown key"},
