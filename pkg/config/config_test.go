@@ -80,6 +80,7 @@ func TestParseErrors(t *testing.T) {
 		{"two reload methods", minimal + "reload:\n  signal: {process: app}\n  exec: {command: [true]}\n", "6:9: reload: ", "set at most one of signal, http and exec"},
 		{"signal without target", minimal + "reload:\n  signal: {name: SIGHUP}\n", "5:11: reload.signal: ", "set pid_file"},
 		{"signal both targets", minimal + "reload:\n  signal: {pid_file: /run/a.pid, process: app}\n", "5:43: reload.signal.process: ", "not both"},
+		{"signal process pattern that does not compile", minimal + "reload:\n  signal: {process: \"a(b\"}\n", "5:21: reload.signal.process: ", `"a(b" is neither an executable name nor a valid pattern: error parsing regexp: missing closing ): ` + "`a(b`" + ` (Go regexp syntax`},
 		{"bad signal", minimal + "reload:\n  signal: {name: SIGKILL, process: app}\n", "5:18: reload.signal.name: ", "want one of SIGHUP"},
 		{"exec empty", minimal + "reload:\n  exec: {command: []}\n", "5:19: reload.exec.command: ", "non-empty list"},
 		{"http no url", minimal + "reload:\n  http: {method: POST}\n", "5:9: reload.http.url: ", "required"},

@@ -694,7 +694,7 @@ func (d *decoder) reload(m *mapping, r *Reload) {
 		r.Exec = d.exec(&em)
 		methods = append(methods, em.n)
 	}
-	r.Supervise = Supervise{Signal: "SIGHUP", StopSignal: "SIGTERM", StopTimeout: 10 * time.Second}
+	r.Supervise = Supervise{Signal: "SIGHUP", StopSignal: "SIGTERM", StopTimeout: reload.DefaultStopTimeout}
 	if sv, walk := m.sub("supervise"); walk {
 		d.supervise(&sv, &r.Supervise)
 		if sv.n != nil && len(methods) > 0 && !d.recording() {
@@ -775,6 +775,10 @@ func (d *decoder) signal(m *mapping) *Signal {
 		d.errorf(procN, m.field("process"), "set pid_file or process, not both")
 	case procN != nil && s.Process == "":
 		d.errorf(procN, m.field("process"), "want the app's executable name, such as gunicorn")
+	case procN != nil:
+		if err := reload.CheckProcess(s.Process); err != nil {
+			d.errorf(procN, m.field("process"), "%v (Go regexp syntax; an executable name such as gunicorn needs none)", err)
+		}
 	}
 	return s
 }

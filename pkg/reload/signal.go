@@ -63,13 +63,30 @@ func NewSignal(cfg SignalConfig, logger *slog.Logger) (*Signal, error) {
 	}
 	s := &Signal{sig: sig, pidFile: cfg.PIDFile, process: cfg.Process, procDir: "/proc", self: os.Getpid(), logger: logger}
 	if cfg.Process != "" {
-		if plainName.MatchString(cfg.Process) {
-			s.name = cfg.Process
-		} else if s.pattern, err = regexp.Compile(cfg.Process); err != nil {
-			return nil, fmt.Errorf("reload: signal.process %q is neither an executable name nor a valid pattern: %w", cfg.Process, err)
+		if s.name, s.pattern, err = parseProcess(cfg.Process); err != nil {
+			return nil, fmt.Errorf("reload: signal.process %w", err)
 		}
 	}
 	return s, nil
+}
+
+// parseProcess reads signal.process: a plain executable name, or else a
+// pattern (Go regexp syntax) matched against the command line.
+func parseProcess(p string) (name string, pattern *regexp.Regexp, err error) {
+	if plainName.MatchString(p) {
+		return p, nil, nil
+	}
+	if pattern, err = regexp.Compile(p); err != nil {
+		return "", nil, fmt.Errorf("%q is neither an executable name nor a valid pattern: %w", p, err)
+	}
+	return "", pattern, nil
+}
+
+// CheckProcess says why p cannot be a signal.process, or nil: the rule
+// Signal applies, for validation ahead of a run.
+func CheckProcess(p string) error {
+	_, _, err := parseProcess(p)
+	return err
 }
 
 func (s *Signal) target() string {
