@@ -88,7 +88,7 @@ func buildSources(ctx context.Context, cfg *config.Config, log *slog.Logger, m *
 	out := map[string]sources.Source{}
 	var checks []check
 	if used[sources.File] {
-		out[sources.File] = file.New(file.Options{MaxSize: cfg.MaxFileSize, Logger: opts(sources.File).log})
+		out[sources.File] = file.New(file.Options{MaxSize: cfg.MaxFileSize, Logger: opts(sources.File).log, Recheck: cfg.Sources.File.Recheck})
 	}
 	vaultAWSAuth := used[sources.Vault] && cfg.Sources.Vault != nil && cfg.Sources.Vault.Auth.Method == "aws"
 	var awsCreds awssdk.CredentialsProvider

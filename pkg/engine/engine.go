@@ -513,8 +513,8 @@ func (e *Engine) interval(j *job) time.Duration {
 		if r <= 0 {
 			r = e.cfg.Refresh
 		}
-		if s.cfg.Ref.Kind == sources.File && e.cfg.Sources.File.Recheck > 0 && e.cfg.Sources.File.Recheck < r {
-			r = e.cfg.Sources.File.Recheck
+		if rc, ok := e.srcs[s.cfg.Ref.Kind].(sources.Rechecker); ok && rc.Recheck() > 0 && rc.Recheck() < r {
+			r = rc.Recheck()
 		}
 		if d == 0 || r < d {
 			d = r

@@ -455,8 +455,11 @@ func TestRefreshAtSchedulesLease(t *testing.T) {
 // fakeWatcher is a file-like source whose hints the test triggers.
 type fakeWatcher struct {
 	fakeSource
-	wake chan func(sources.Ref)
+	wake    chan func(sources.Ref)
+	recheck time.Duration // its sources.Rechecker bound
 }
+
+func (f *fakeWatcher) Recheck() time.Duration { return f.recheck }
 
 func (f *fakeWatcher) Watch(ctx context.Context, refs []sources.Ref, wake func(sources.Ref)) error {
 	f.wake <- wake

@@ -336,7 +336,8 @@ func TestRunJoinsEveryGoroutine(t *testing.T) {
 }
 
 // TestRecheckWithoutEvents: a file source whose watcher never wakes the
-// engine (every event missed) is still re-read every sources.file.recheck;
+// engine (every event missed) is still re-read every Recheck of the source
+// (sources.file.recheck: sources.Rechecker);
 // an unchanged file yields no change, a changed one is written and reported.
 // A Vault secret on the same hour-long refresh is not re-read meanwhile.
 func TestRecheckWithoutEvents(t *testing.T) {
@@ -345,11 +346,10 @@ func TestRecheckWithoutEvents(t *testing.T) {
 		config.Secret{Name: "V", Ref: testenv.Ref(t, "vault://secret/v#v"), Required: true},
 	)
 	f.cfg.Refresh = time.Hour
-	f.cfg.Sources.File.Recheck = 50 * time.Millisecond
 	var mu sync.Mutex
 	val := "1"
 	fetched := make(chan struct{}, 100)
-	files := &fakeWatcher{wake: make(chan func(sources.Ref), 1)} // its wake is never called
+	files := &fakeWatcher{wake: make(chan func(sources.Ref), 1), recheck: 50 * time.Millisecond} // its wake is never called
 	files.fetch = func(ref sources.Ref) (sources.Object, error) {
 		mu.Lock()
 		defer mu.Unlock()

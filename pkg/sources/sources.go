@@ -54,6 +54,13 @@ type Watcher interface {
 	Watch(ctx context.Context, refs []Ref, wake func(Ref)) error
 }
 
+// Rechecker is implemented by sources that want their objects read again
+// at least every Recheck, whatever a secret's refresh says (the file
+// source's hash re-check, for changes a watch can miss); 0 means no bound.
+type Rechecker interface {
+	Recheck() time.Duration
+}
+
 // Runner is implemented by sources with background work of their own (token
 // renewal, credential refresh). Run blocks until ctx ends and returns nil then.
 type Runner interface {

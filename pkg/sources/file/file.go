@@ -73,12 +73,17 @@ type Options struct {
 	MaxSize int64
 	// Logger is used as given: the caller adds component and source.
 	Logger *slog.Logger
+	// Recheck bounds every file's refresh interval (config key
+	// sources.file.recheck): the hash re-check that catches changes a
+	// watch missed. Zero means no bound.
+	Recheck time.Duration
 }
 
 // Source reads and watches mounted files. It is safe for concurrent use.
 type Source struct {
 	maxSize int64
 	logger  *slog.Logger
+	recheck time.Duration
 
 	// Test hooks, nil in production.
 	settle      time.Duration // coalescing window of Watch; zero means defaultSettle
@@ -100,8 +105,13 @@ func New(o Options) *Source {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Source{maxSize: o.MaxSize, logger: o.Logger}
+	return &Source{maxSize: o.MaxSize, logger: o.Logger, recheck: max(o.Recheck, 0)}
 }
+
+var _ sources.Rechecker = (*Source)(nil)
+
+// Recheck is Options.Recheck: see sources.Rechecker.
+func (s *Source) Recheck() time.Duration { return s.recheck }
 
 // Fetch reads the file or directory ref.Path names.
 func (s *Source) Fetch(ctx context.Context, ref sources.Ref) (sources.Object, error) {
