@@ -78,7 +78,15 @@ type counter struct {
 // startCounter starts the app and waits for its "ready" line.
 func startCounter(t testing.TB, attr *syscall.SysProcAttr, args ...string) *counter {
 	t.Helper()
-	cmd := exec.Command(counterApp(t), args...)
+	return startCounterAt(t, counterApp(t), attr, args...)
+}
+
+// startCounterAt starts the counter app from path: a copy under a name of
+// the test's own, for tests that find it by name while other packages' tests
+// run sighup-counter processes on the same machine.
+func startCounterAt(t testing.TB, path string, attr *syscall.SysProcAttr, args ...string) *counter {
+	t.Helper()
+	cmd := exec.Command(path, args...)
 	cmd.SysProcAttr = attr
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()

@@ -406,7 +406,12 @@ func TestSignalOtherUID(t *testing.T) {
 	}
 	pidFile := filepath.Join(dir, "app.pid")
 	const appUID, sidecarUID = 65534, 65533
-	c := startCounter(t, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: appUID, Gid: appUID}}, "-pid-file", pidFile)
+	// Under a name of its own: the name is looked up host-wide, where other
+	// packages' tests run sighup-counter as root at the same time.
+	name := fmt.Sprintf("uidapp%d", os.Getpid()%100000)
+	app := filepath.Join(dir, name)
+	copyFile(t, counterApp(t), app, 0o755)
+	c := startCounterAt(t, app, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: appUID, Gid: appUID}}, "-pid-file", pidFile)
 
 	// The test binary may sit in a directory only root can enter.
 	self, err := os.Executable()
@@ -416,7 +421,7 @@ func TestSignalOtherUID(t *testing.T) {
 	helper := filepath.Join(dir, "helper")
 	copyFile(t, self, helper, 0o755)
 
-	for _, env := range []string{"PHASE_RELOAD_PIDFILE=" + pidFile, "PHASE_RELOAD_PROCESS=sighup-counter"} {
+	for _, env := range []string{"PHASE_RELOAD_PIDFILE=" + pidFile, "PHASE_RELOAD_PROCESS=" + name} {
 		t.Run(env[:strings.IndexByte(env, '=')], func(t *testing.T) {
 			cmd := exec.Command(helper)
 			cmd.Env = append(os.Environ(), helperEnv+"=signal", env)
