@@ -11,10 +11,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -311,90 +309,6 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d secrets)\n", cfg.Path, len(cfg.Secrets))
 	return nil
-}
-
-func cmdEnv(args []string, stdout, stderr io.Writer) error {
-	var c common
-	var format string
-	fs := newFlags("env", "env --config FILE [--format shell|k8s|compose]", stderr, &c, false)
-	fs.StringVar(&format, "format", "shell", "output format: shell (NAME_FILE=path lines), k8s (env: list), compose (environment: map)")
-	if err := parse(fs, args, &c); err != nil {
-		return err
-	}
-	cfg, err := config.Load(c.config)
-	if err != nil {
-		return usageError{err}
-	}
-	formats := map[string]struct {
-		header, comment string
-		line            func(name, path string) string
-	}{
-		"shell":   {"", "# ", func(n, p string) string { return n + "=" + shellQuote(p) }},
-		"k8s":     {"env:", "  # ", func(n, p string) string { return "  - name: " + n + "\n    value: " + yamlQuote(p) }},
-		"compose": {"environment:", "  # ", func(n, p string) string { return "  " + n + ": " + yamlQuote(p) }},
-	}
-	f, ok := formats[format]
-	if !ok {
-		return usageError{fmt.Errorf("--format %q: want shell, k8s or compose", format)}
-	}
-	type line struct{ name, path, note string }
-	var lines []line
-	for _, s := range cfg.Secrets {
-		if s.InputOnly {
-			continue // no file: nothing for the app to read
-		}
-		if s.Bundle != "" && s.Ref.Expands() && !s.IsTemplate() {
-			lines = append(lines, line{note: fmt.Sprintf("%s writes each entry of %s under its own name in %s/", s.Name, s.Ref, filepath.Join(cfg.Output.Dir, s.Bundle))})
-			continue
-		}
-		if p := cfg.TargetPath(s); expands(s) {
-			lines = append(lines, line{note: fmt.Sprintf("%s expands to one %s_<KEY>_FILE=%s_<key> per entry of %s", s.Name, s.Name, p, s.Ref)})
-		} else {
-			lines = append(lines, line{name: cfg.EnvName(s), path: p})
-		}
-	}
-	sort.SliceStable(lines, func(i, j int) bool { return lines[i].name < lines[j].name })
-	if f.header != "" {
-		fmt.Fprintln(stdout, f.header)
-	}
-	for _, l := range lines {
-		if l.note != "" {
-			fmt.Fprintln(stdout, f.comment+l.note)
-		} else {
-			fmt.Fprintln(stdout, f.line(l.name, l.path))
-		}
-	}
-	return nil
-}
-
-// expands reports whether a secret is written as several files whose names
-// are known only after a fetch. Beyond the ref's syntax it stats a file
-// ref's path, so a directory written without its trailing slash counts too.
-func expands(s config.Secret) bool {
-	if s.Bundle != "" || s.IsTemplate() || s.Format != "" {
-		return false // a bundle member is one file; config refuses the rest
-	}
-	if s.Ref.Expands() {
-		return true
-	}
-	if s.Ref.Kind == sources.File && s.Ref.Field == "" {
-		fi, err := os.Stat(s.Ref.Path)
-		return err == nil && fi.IsDir()
-	}
-	return false
-}
-
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:@%", r))
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-func yamlQuote(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
 // statusView adapts the pipeline to the server's needs.
