@@ -10,11 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -135,10 +133,10 @@ func cmdRun(args []string, _, stderr io.Writer) error {
 	return supervise(cfg, log, app)
 }
 
-// supervise runs the sidecar with app as its child: the child starts once
-// every required secret is written, gets SIGTERM and SIGINT forwarded, is
-// signalled or restarted on change, and its exit ends the sidecar with the
-// child's exit code.
+// supervise runs the sidecar with app as its child (reload.Supervisor):
+// started once every required secret is written, signalled or restarted on
+// change, given the sidecar's signals, and stopped if the sidecar fails; its
+// exit ends the sidecar with the child's exit code.
 func supervise(cfg *config.Config, log *slog.Logger, app []string) error {
 	if r := cfg.Reload; r.Signal != nil || r.HTTP != nil || r.Exec != nil {
 		return usageError{errors.New("a supervised app (run … -- APP) is reloaded by reload.supervise; remove reload.signal, reload.http and reload.exec")}
@@ -149,49 +147,12 @@ func supervise(cfg *config.Config, log *slog.Logger, app []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	// The child gets SIGTERM and SIGINT first; its exit stops the sidecar.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigc := make(chan os.Signal, 4)
-	// SIGHUP and SIGQUIT too: the child has its own process group, so a
-	// signal that would end the sidecar must not leave it orphaned.
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
-	defer signal.Stop(sigc)
-	go func() {
-		for {
-			select {
-			case sig := <-sigc:
-				if err := sup.Forward(sig); err != nil {
-					log.Warn("forwarding a signal to the app failed", "component", "supervise", "signal", sig.String(), "err", err)
-				}
-			case <-sup.Done():
-				cancel()
-				return
-			}
-		}
-	}()
-	start := func(p *pipeline) {
-		select {
-		case <-p.engine.Ready():
-			if err := sup.Start(ctx); err != nil {
-				log.Error("cannot start the app", "component", "supervise", "path", app[0], "err", err)
-			}
-		case <-ctx.Done():
-		}
-	}
-	if err := serve(ctx, cfg, log, &supervised{sup: sup, start: start}); err != nil {
-		// Stop the app if it started; never leave it behind.
-		_ = sup.Forward(syscall.SIGTERM)
-		sup.Wait()
-		return err
+	ctx, stop := sup.ForwardSignals(context.Background())
+	defer stop()
+	if err := serve(ctx, cfg, log, sup); err != nil {
+		return err // serve's sup.Run stopped the app and waited for it
 	}
 	return exitCode(sup.Wait())
-}
-
-// supervised is the supervise mode's part in serve.
-type supervised struct {
-	sup   *reload.Supervisor
-	start func(*pipeline)
 }
 
 // exitCode makes run exit with the supervised app's code.
@@ -199,11 +160,12 @@ type exitCode int
 
 func (e exitCode) Error() string { return fmt.Sprintf("the app exited with code %d", int(e)) }
 
-// serve is the daemon: sources, engine, reloader and HTTP until ctx ends.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, sv *supervised) error {
+// serve is the daemon: sources, engine, reloader and HTTP until ctx ends;
+// with sup, the supervised app too, which is then the reload method.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, sup *reload.Supervisor) error {
 	var notifier reload.Notifier
-	if sv != nil {
-		notifier = sv.sup
+	if sup != nil {
+		notifier = sup
 	}
 	p, err := setup(ctx, cfg, log, true, notifier)
 	if err != nil {
@@ -253,8 +215,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, sv *superv
 		}
 		return nil
 	})
-	if sv != nil {
-		g.Go(func() error { sv.start(p); return nil })
+	if sup != nil {
+		g.Go(func() error { return sup.Run(gctx, p.engine.Ready()) })
 	}
 	g.Go(func() error { return p.engine.Run(gctx) })
 	err = g.Wait()

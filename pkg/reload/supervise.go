@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"sync"
 	"syscall"
 	"time"
@@ -130,8 +131,88 @@ func (s *Supervisor) Start(ctx context.Context) error {
 		s.finish(127)
 		return err
 	}
-	s.stopAfter = context.AfterFunc(ctx, func() { _ = s.Forward(s.stopSig) })
+	s.stopAfter = context.AfterFunc(ctx, s.stop)
 	return nil
+}
+
+// forwarded are the sidecar's signals that ForwardSignals passes on.
+// SIGHUP and SIGQUIT too: the child has its own process group, so a signal
+// that would end the sidecar must not leave it orphaned.
+var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT}
+
+// ForwardSignals passes the sidecar's SIGTERM, SIGINT, SIGHUP and SIGQUIT
+// to the child (see Forward) instead of letting them end the sidecar, from
+// now until stop, and returns a copy of parent that is done when the child
+// has exited for good: the sidecar runs under it and ends with its app.
+// Call it before anything that may take a while (loading sources), so a
+// signal is never the sidecar's alone.
+func (s *Supervisor) ForwardSignals(parent context.Context) (ctx context.Context, stop context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, forwarded...)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case sig := <-sigc:
+				if err := s.Forward(sig); err != nil {
+					s.logger.Warn("forwarding a signal to the app failed", "signal", sig.String(), "err", err)
+				}
+			case <-s.done:
+				cancel()
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigc)
+		cancel()
+		wg.Wait()
+	}
+}
+
+// Run is the supervised app's part of the sidecar: it starts the child
+// once ready is closed (the first full sync: its _FILE secrets exist) and
+// returns when the child has exited for good. When ctx ends first (the
+// sidecar failed, or it was told to stop before the app started) the child
+// is stopped, never left behind: the stop signal, then SIGKILL after the
+// stop timeout; one not started yet never starts. Run returns nil: the
+// app's end, a failed start included (127), is its exit code, from Wait.
+func (s *Supervisor) Run(ctx context.Context, ready <-chan struct{}) error {
+	select {
+	case <-ready:
+		if err := s.Start(ctx); err != nil {
+			s.logger.Error("cannot start the app", "path", s.argv[0], "err", err)
+		}
+	case <-ctx.Done():
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		s.stop()
+	}
+	s.Wait()
+	return nil
+}
+
+// stop ends supervision from the sidecar's side: the first stop sends the
+// stop signal to a running child, or ends a child never started; the ones
+// after (Run and Start's ctx hook both stop) send nothing more.
+func (s *Supervisor) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.done:
+		return // the child has ended already
+	default:
+	}
+	if !s.stopping {
+		_ = s.forward(s.stopSig)
+	}
 }
 
 // spawn needs s.mu.
@@ -237,6 +318,11 @@ func (s *Supervisor) Notify(ctx context.Context, _ Batch) error {
 func (s *Supervisor) Forward(sig os.Signal) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.forward(sig)
+}
+
+// forward needs s.mu.
+func (s *Supervisor) forward(sig os.Signal) error {
 	if sig == syscall.SIGTERM {
 		sig = s.stopSig // the app's own way to stop, like a restart uses
 	}

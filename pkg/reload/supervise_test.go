@@ -18,7 +18,9 @@ func supervised(t *testing.T, argv []string, o SupervisorOptions) (*Supervisor, 
 		t.Fatal(err)
 	}
 	o.Stdout, o.Stdin = wr, nil
-	o.Logger, _ = newLogger()
+	if o.Logger == nil {
+		o.Logger, _ = newLogger()
+	}
 	s, err := NewSupervisor(argv, o)
 	if err != nil {
 		t.Fatal(err)
