@@ -11,19 +11,60 @@ import (
 // breaker: files are local and cost nobody anything.
 func remote(kind string) bool { return kind != sources.File }
 
-// newBreakers gives every remote source of the engine its own breaker.
+// newBreakers gives every remote source of the engine its own breaker,
+// paced by the source's healthy rate (see paceOf).
 func (e *Engine) newBreakers() {
 	e.breakers = map[string]*breaker.Breaker{}
+	e.pace = map[string]time.Duration{}
 	for kind := range e.srcs {
 		if !remote(kind) {
 			continue
 		}
+		e.pace[kind] = e.paceOf(kind)
 		e.breakers[kind] = breaker.New(breaker.Config{
 			Threshold: e.cfg.Breaker.Threshold,
+			Base:      e.pace[kind],
 			Cap:       e.cfg.Breaker.Cap,
 			OnChange:  e.breakerChanged(kind),
 		})
 	}
+}
+
+// paceOf is the first backoff period of a failing source: twice the mean
+// spacing of its requests when healthy, at least backoffBase (1 s) and at
+// most the breaker's cap. From 1 s for every source, a breaker's cost in an
+// outage was about the same whatever the source's size (3 failures, then
+// about 6 probes in 40 s), so a source read once per refresh sent more in an
+// outage than healthy; paced, the retries and probes of a failing source
+// start at its healthy rate and fall from there. A source read once a
+// second (10 secrets, refresh 10s) starts at 2 s.
+func (e *Engine) paceOf(kind string) time.Duration {
+	rate := 0.0 // requests per second when healthy, one per object
+	for _, j := range e.jobs {
+		n := 0
+		for _, ob := range j.objects {
+			if ob.ref.Kind == kind {
+				n++
+			}
+		}
+		rate += float64(n) / e.interval(j).Seconds()
+	}
+	top := max(e.cfg.Breaker.Cap, backoffBase)
+	if rate <= 0 {
+		return backoffBase
+	}
+	gap := time.Duration(float64(time.Second) / rate)
+	return min(max(2*gap, backoffBase), top)
+}
+
+// paceOfJob is the first retry's ceiling of a job after a source-level
+// failure: the widest pace of the remote sources it reads.
+func (e *Engine) paceOfJob(j *job) time.Duration {
+	d := backoffBase
+	for _, ob := range j.objects {
+		d = max(d, e.pace[ob.ref.Kind])
+	}
+	return d
 }
 
 // breakerChanged logs once when a source's breaker opens and once when it

@@ -159,3 +159,47 @@ func TestBreakerInOnce(t *testing.T) {
 		t.Errorf("%d requests, want 3", n)
 	}
 }
+
+// TestBreakerPace: a failing source's first backoff period is twice the
+// mean spacing of its healthy requests, from 1 s up to the breaker's cap,
+// so a small source's retries and probes never outnumber its healthy reads.
+func TestBreakerPace(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		n       int
+		refresh time.Duration
+		want    time.Duration
+	}{
+		{"10 secrets every 10s", 10, 10 * time.Second, 2 * time.Second},
+		{"5 secrets every 10s", 5, 10 * time.Second, 4 * time.Second},
+		{"1 secret every 10s", 1, 10 * time.Second, 20 * time.Second},
+		{"100 secrets every 10s: not below 1 s", 100, 10 * time.Second, time.Second},
+		{"1 secret every hour: the cap", 1, time.Hour, 5 * time.Minute},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var secrets []config.Secret
+			for i := range c.n {
+				secrets = append(secrets, config.Secret{Name: fmt.Sprintf("S%d", i), Ref: testenv.Ref(t, fmt.Sprintf("vault://secret/s%d#v", i))})
+			}
+			secrets = append(secrets, config.Secret{Name: "F", Ref: testenv.Ref(t, "file:///src/f")})
+			f := newFixture(t, secrets...)
+			f.cfg.Refresh = c.refresh
+			f.cfg.Breaker = config.Breaker{Threshold: 3, Cap: 5 * time.Minute}
+			ok := &fakeSource{fetch: func(sources.Ref) (sources.Object, error) { return kv(map[string]string{"v": "x"}), nil }}
+			e := f.engine(t, map[string]sources.Source{sources.Vault: ok, sources.File: ok})
+			if got := e.pace[sources.Vault]; got != c.want {
+				t.Errorf("pace = %v, want %v", got, c.want)
+			}
+			if _, paced := e.pace[sources.File]; paced {
+				t.Error("the file source has a pace: files cost nobody anything")
+			}
+			for _, j := range e.jobs {
+				if j.objects[0].ref.Kind == sources.Vault {
+					if got := e.retryPolicy(j, true).Base; got != c.want {
+						t.Errorf("retry base after a source-level failure = %v, want %v", got, c.want)
+					}
+				}
+			}
+		})
+	}
+}

@@ -75,8 +75,10 @@ type Engine struct {
 	byObj   map[string]*job   // object key → job, for watcher hints
 	targets map[string]*state // configured target → secret, fixed after New
 	claimed map[string]*state // file of an expansion → its secret; guarded by mu
-	// breakers hold every job of a failing remote source back, by kind.
+	// breakers hold every job of a failing remote source back, by kind;
+	// pace is each one's first backoff period (paceOf).
 	breakers map[string]*breaker.Breaker
+	pace     map[string]time.Duration
 
 	mu        sync.Mutex // guards the per-secret status and job scheduling fields
 	lost      error      // the output directory was replaced: nothing written reaches the app
@@ -552,7 +554,7 @@ func (e *Engine) nextRefresh(j *job) time.Duration {
 // within the interval, since the next refresh would come then anyway.
 func (e *Engine) retryPolicy(j *job, sourceErr bool) backoff.Policy {
 	if sourceErr {
-		return backoff.Policy{Base: backoffBase, Max: max(e.cfg.Breaker.Cap, backoffBase)}
+		return backoff.Policy{Base: e.paceOfJob(j), Max: max(e.cfg.Breaker.Cap, backoffBase)}
 	}
 	return backoff.Policy{Base: backoffBase, Max: min(5*time.Minute, max(e.interval(j), backoffBase))}
 }
