@@ -2,52 +2,19 @@ package awsregion
 
 import (
 	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/phase-sidecar/phase-sidecar/internal/sdkpartitions"
 )
-
-// sdkPartitions reads the partitions file of the aws-sdk-go-v2 module this
-// build uses (internal/endpoints/awsrulesfn/partitions.json, which the
-// SDK's endpoint rules embed), through the go command.
-func sdkPartitions(t *testing.T) []sdkPartition {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/aws/aws-sdk-go-v2").Output()
-	if err != nil {
-		t.Fatalf("go list the SDK module: %v", err)
-	}
-	b, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "internal", "endpoints", "awsrulesfn", "partitions.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f struct{ Partitions []sdkPartition }
-	if err := json.Unmarshal(b, &f); err != nil {
-		t.Fatal(err)
-	}
-	return f.Partitions
-}
-
-type sdkPartition struct {
-	ID          string
-	RegionRegex string
-	Regions     map[string]json.RawMessage
-	Outputs     struct {
-		DNSSuffix          string `json:"dnsSuffix"`
-		DualStackDNSSuffix string `json:"dualStackDnsSuffix"`
-		SupportsFIPS       bool   `json:"supportsFIPS"`
-		SupportsDualStack  bool   `json:"supportsDualStack"`
-	}
-}
 
 // TestPartitionsAsTheSDK: the partition table is the SDK's, partition for
 // partition, region for region (none with overrides), so a new partition
 // or region in an SDK upgrade fails here.
 func TestPartitionsAsTheSDK(t *testing.T) {
 	t.Parallel()
-	sdk := sdkPartitions(t)
+	sdk := sdkpartitions.Read(t)
 	if len(sdk) != len(partitions) {
 		t.Errorf("%d partitions, the SDK has %d", len(partitions), len(sdk))
 	}

@@ -2,47 +2,15 @@ package awsjson
 
 import (
 	"context"
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
-)
 
-// sdkRegions lists the regions of the partitions file of the aws-sdk-go-v2
-// module this build uses (internal/endpoints/awsrulesfn/partitions.json,
-// which the SDK's endpoint rules embed; awsregion's test holds its table to
-// the same file).
-func sdkRegions(t *testing.T) []string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/aws/aws-sdk-go-v2").Output()
-	if err != nil {
-		t.Fatalf("go list the SDK module: %v", err)
-	}
-	b, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "internal", "endpoints", "awsrulesfn", "partitions.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f struct {
-		Partitions []struct{ Regions map[string]json.RawMessage }
-	}
-	if err := json.Unmarshal(b, &f); err != nil {
-		t.Fatal(err)
-	}
-	var regions []string
-	for _, p := range f.Partitions {
-		for r := range p.Regions {
-			regions = append(regions, r)
-		}
-	}
-	return regions
-}
+	"github.com/phase-sidecar/phase-sidecar/internal/sdkpartitions"
+)
 
 // TestEndpointsAsTheSDK: for every region of every partition, and for
 // regions the patterns give to a partition and to none, with FIPS,
@@ -52,7 +20,7 @@ func TestEndpointsAsTheSDK(t *testing.T) {
 	t.Parallel()
 	regions := []string{"us-future-9", "eu-future-1", "cn-future-3", "us-gov-future-2", "us-iso-future-1", "us-isob-future-1",
 		"eu-isoe-future-1", "us-isof-future-1", "eusc-de-future-1", "xx-unknown-1", "zz-nowhere-7"}
-	regions = append(regions, sdkRegions(t)...)
+	regions = append(regions, sdkpartitions.Regions(t)...)
 	slices.Sort(regions)
 	ctx := context.Background()
 	smResolver, ssmResolver := secretsmanager.NewDefaultEndpointResolverV2(), ssm.NewDefaultEndpointResolverV2()
