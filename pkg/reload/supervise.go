@@ -185,10 +185,14 @@ func (s *Supervisor) ForwardSignals(parent context.Context) (ctx context.Context
 func (s *Supervisor) Run(ctx context.Context, ready <-chan struct{}) error {
 	select {
 	case <-ready:
+	case <-ctx.Done():
+	}
+	// select picks at random when both are done: a sidecar that is
+	// stopping does not start the app because its first sync completed.
+	if ctx.Err() == nil {
 		if err := s.Start(ctx); err != nil {
 			s.logger.Error("cannot start the app", "path", s.argv[0], "err", err)
 		}
-	case <-ctx.Done():
 	}
 	select {
 	case <-s.done:

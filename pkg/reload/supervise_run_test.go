@@ -137,3 +137,22 @@ func closed() <-chan struct{} {
 	close(c)
 	return c
 }
+
+// TestSuperviseRunStoppedWhenReady: a sidecar whose context has ended
+// never starts the app, also when the first sync completed as it ended
+// (ready and ctx both done: Run must not pick ready by chance).
+func TestSuperviseRunStoppedWhenReady(t *testing.T) {
+	for i := range 20 {
+		logger, logs := newLogger()
+		sup, _ := supervised(t, []string{"sh", "-c", "sleep 60"}, SupervisorOptions{Logger: logger})
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		runResult(t, runSupervisor(ctx, sup, closed()))
+		if code := sup.Wait(); code != 128+int(syscall.SIGTERM) {
+			t.Errorf("run %d: exit code %d, want %d", i, code, 128+int(syscall.SIGTERM))
+		}
+		if strings.Contains(logs.String(), "app started") {
+			t.Fatalf("run %d: the app was started after the sidecar's context ended:\n%s", i, logs.String())
+		}
+	}
+}
