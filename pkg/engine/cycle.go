@@ -204,9 +204,15 @@ func (e *Engine) publish(j *job, c *cycle) {
 			c.writeErr = true
 			if changed {
 				// Some files of an expanding secret are new on disk: the app
-				// must hear of them even though the rest will be retried.
+				// must hear of them even though the rest will be retried,
+				// unless, as in synced, this is a first write before ready
+				// to targets that were not there: the app reads them when
+				// it starts.
 				c.changed = append(c.changed, r.s.cfg.Name)
-				c.initial = false
+				e.mu.Lock()
+				first := !r.s.written && !e.ready && !r.existed
+				e.mu.Unlock()
+				c.initial = c.initial && first
 			}
 			continue
 		}

@@ -628,22 +628,31 @@ func (e *Engine) render(s *state, obj sources.Object) ([]sink.File, error) {
 
 // existed reports, for a secret's first write, whether its target was already
 // on disk: a sidecar restarted next to a running app must reload it when the
-// value changed while it was down.
+// value changed while it was down. The first look is kept: a retry after a
+// write that stopped half-way (an expanding secret) finds files this process
+// wrote, which the app has not read either.
 func (e *Engine) existed(s *state, files []sink.File) bool {
 	if e.change == nil {
 		return false // nobody to tell
 	}
 	e.mu.Lock()
-	first := !s.written
+	first, seen, before := !s.written, s.existedSeen, s.existedBefore
 	e.mu.Unlock()
 	if !first || len(files) == 0 {
 		return false
+	}
+	if seen {
+		return before
 	}
 	name := files[0].Name
 	if s.cfg.Bundle != "" {
 		name = s.cfg.Bundle + "/" + name
 	}
-	return e.sink.Exists(name)
+	ex := e.sink.Exists(name)
+	e.mu.Lock()
+	s.existedSeen, s.existedBefore = true, ex
+	e.mu.Unlock()
+	return ex
 }
 
 // newline applies the secret's newline policy.

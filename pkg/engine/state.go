@@ -34,6 +34,10 @@ type state struct {
 	removed     bool     // on_expiry remove took the file away
 	expanded    []string // target names of an expanding secret
 
+	// existedBefore is what existed found on its first look (existedSeen),
+	// before this process wrote any of the secret's files.
+	existedSeen, existedBefore bool
+
 	// A template: parsed once for an inline one, at every new version of
 	// its template_file otherwise; inputs are the secrets it reads.
 	tmpl        *render.Template
