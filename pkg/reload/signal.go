@@ -79,6 +79,12 @@ func parseProcess(p string) (name string, pattern *regexp.Regexp, err error) {
 	if pattern, err = regexp.Compile(p); err != nil {
 		return "", nil, fmt.Errorf("%q is neither an executable name nor a valid pattern: %w", p, err)
 	}
+	// Like the empty pattern, one that matches "" ("gunicorn|", ".*")
+	// matches every command line: the signal would reach every process at
+	// the top of the tree (a pod's pause, the sidecar's own init).
+	if pattern.MatchString("") {
+		return "", nil, fmt.Errorf("%q matches every command line (it matches the empty string), so every visible process would be signalled; give the app's executable name, such as gunicorn, or a pattern its command line holds, such as \"manage.py rqworker\"", p)
+	}
 	return "", pattern, nil
 }
 

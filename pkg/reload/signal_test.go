@@ -552,3 +552,25 @@ func sorted(s []string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// TestCheckProcessMatchesEverything: a pattern that matches the empty
+// string ("gunicorn|", ".*", "(app)?") matches every command line, so the
+// signal would go to every process at the top of the tree (a pod's pause,
+// the sidecar's own init): refused like the empty process, by run and by
+// validate.
+func TestCheckProcessMatchesEverything(t *testing.T) {
+	for _, p := range []string{"gunicorn|", ".*", "(gunicorn)?", "^", "x*"} {
+		err := CheckProcess(p)
+		if err == nil || !strings.Contains(err.Error(), "matches every command line") {
+			t.Errorf("CheckProcess(%q) = %v, want it refused as matching every command line", p, err)
+		}
+		if _, err := NewSignal(SignalConfig{Process: p}, slog.New(slog.DiscardHandler)); err == nil {
+			t.Errorf("NewSignal(process %q): no error", p)
+		}
+	}
+	for _, p := range []string{"gunicorn", "manage.py rqworker|^rq: ", "gunicorn .*backend.wsgi", "next-server"} {
+		if err := CheckProcess(p); err != nil {
+			t.Errorf("CheckProcess(%q) = %v", p, err)
+		}
+	}
+}
