@@ -33,7 +33,7 @@ func (c *Config) AppEnv() []EnvVar {
 		if s.InputOnly {
 			continue // no file: nothing for the app to read
 		}
-		if s.Bundle != "" && s.Ref.Expands() && !s.IsTemplate() {
+		if s.Bundle != "" && perField(s) {
 			env = append(env, EnvVar{Note: fmt.Sprintf("%s writes each entry of %s under its own name in %s/", s.Name, s.Ref, filepath.Join(c.Output.Dir, s.Bundle))})
 			continue
 		}
@@ -47,13 +47,20 @@ func (c *Config) AppEnv() []EnvVar {
 	return env
 }
 
-// expands reports whether a secret is written as several files whose names
-// are known only after a fetch. Beyond the ref's syntax (Ref.Expands) it
-// stats a file ref's path, so a directory named without its trailing slash
-// counts too; a path that does not exist (yet) is taken for a file.
+// expands reports whether a secret outside a bundle is written as several
+// files whose names are known only after a fetch (see perField).
 func expands(s Secret) bool {
-	if s.Bundle != "" || s.IsTemplate() || s.Format != "" {
-		return false // a bundle member is one file; config refuses the rest
+	return s.Bundle == "" && perField(s) // a bundle's entries are its members
+}
+
+// perField reports whether a secret's object is written one file per field
+// (in a bundle, each under the field's own name). Beyond the ref's syntax
+// (Ref.Expands) it stats a file ref's path, so a directory named without its
+// trailing slash counts too; a path that does not exist (yet) is taken for a
+// file. A template, or an object rendered whole by format, is one file.
+func perField(s Secret) bool {
+	if s.IsTemplate() || s.Format != "" {
+		return false
 	}
 	if s.Ref.Expands() {
 		return true

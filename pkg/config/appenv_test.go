@@ -83,3 +83,30 @@ func TestExpands(t *testing.T) {
 		})
 	}
 }
+
+// TestAppEnvBundleOfDirectory: a bundle reads a directory's entries under
+// their own names whether its ref has the trailing slash or not (the file
+// source stats the path); a bundle member rendered whole by format is one
+// file of the bundle, with its variable.
+func TestAppEnvBundleOfDirectory(t *testing.T) {
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "tls.crt"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yaml := strings.ReplaceAll(`output: {dir: /run/secrets}
+secrets:
+  - {name: CERTS, ref: "file://SRC", bundle: certs}
+  - {name: CONF, ref: "file://SRC/", bundle: conf, format: json}
+`, "SRC", src)
+	c, err := Parse("x.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []EnvVar{
+		{Note: "CERTS writes each entry of file://" + src + " under its own name in /run/secrets/certs/"},
+		{Name: "CONF_FILE", Path: "/run/secrets/conf/conf"},
+	}
+	if got := c.AppEnv(); !reflect.DeepEqual(got, want) {
+		t.Errorf("AppEnv:\n%+v\nwant:\n%+v", got, want)
+	}
+}
