@@ -15,8 +15,8 @@ var envFormats = map[string]struct {
 	line            func(name, path string) string
 }{
 	"shell":   {"", "# ", func(n, p string) string { return n + "=" + shellQuote(p) }},
-	"k8s":     {"env:", "  # ", func(n, p string) string { return "  - name: " + n + "\n    value: " + yamlQuote(p) }},
-	"compose": {"environment:", "  # ", func(n, p string) string { return "  " + n + ": " + yamlQuote(p) }},
+	"k8s":     {"env:", "  # ", func(n, p string) string { return "  - name: " + n + "\n    value: " + yamlQuote(dollars(p)) }},
+	"compose": {"environment:", "  # ", func(n, p string) string { return "  " + n + ": " + yamlQuote(dollars(p)) }},
 }
 
 func cmdEnv(args []string, stdout, stderr io.Writer) error {
@@ -60,3 +60,7 @@ func shellQuote(s string) string {
 func yamlQuote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
+
+// dollars escapes $ as $$: Kubernetes expands $(VAR) in an env value and
+// Compose $VAR and ${VAR} in any value, and both read $$ as a literal $.
+func dollars(s string) string { return strings.ReplaceAll(s, "$", "$$") }

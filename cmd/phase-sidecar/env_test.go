@@ -81,3 +81,35 @@ secrets:
 		}
 	})
 }
+
+// TestEnvOutputDollar: Kubernetes expands $(VAR) in an env value and
+// Compose $VAR and ${VAR} anywhere in the file, both reading $$ as one $:
+// a path with a $ is printed with $$ there, and as it is (quoted) for the
+// shell.
+func TestEnvOutputDollar(t *testing.T) {
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "a"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "phase-sidecar.yaml")
+	yaml := "output: {dir: /run/secrets}\nsecrets:\n  - {name: PW, ref: \"file://" + src + "/a\", file: \"pa$(HOME)$$word\"}\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]string{
+		"shell":   "PW_FILE='/run/secrets/pa$(HOME)$$word'\n",
+		"k8s":     "env:\n  - name: PW_FILE\n    value: \"/run/secrets/pa$$(HOME)$$$$word\"\n",
+		"compose": "environment:\n  PW_FILE: \"/run/secrets/pa$$(HOME)$$$$word\"\n",
+	}
+	for format, want := range tests {
+		t.Run(format, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if err := cmdEnv([]string{"--config", cfg, "--format", format}, &stdout, &stderr); err != nil {
+				t.Fatalf("env: %v\n%s", err, stderr.String())
+			}
+			if got := stdout.String(); got != want {
+				t.Errorf("env --format %s:\n%s\nwant:\n%s", format, got, want)
+			}
+		})
+	}
+}
