@@ -90,8 +90,6 @@ func (h *HTTP) Running() bool {
 	return true
 }
 
-// Notify sends the request, retrying up to the configured number of times
-// on a transport error or an unexpected status.
 // httpRetry spaces the attempts of one notification.
 var httpRetry = backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: backoff.Equal}
 
@@ -105,6 +103,8 @@ func (c HTTPConfig) latency() time.Duration {
 	return d
 }
 
+// Notify sends the request, retrying up to the configured number of times
+// on a transport error or an unexpected status.
 func (h *HTTP) Notify(ctx context.Context, b Batch) error {
 	body, err := json.Marshal(struct {
 		Secrets []string `json:"secrets"`
