@@ -73,6 +73,7 @@ func TestParseErrors(t *testing.T) {
 		{"target NUL", "output: {dir: /a}\nsecrets:\n  - {name: A, ref: \"file:///a\", file: \"a\\0b\"}\n", "3:39: secrets[0].file: ", "NUL"},
 		{"bundle hidden", "output: {dir: /a}\nsecrets:\n  - {name: A, ref: \"file:///a\", bundle: ..data}\n", "3:41: secrets[0].bundle: ", `bundle name "..data"`},
 		{"missing output.dir", "secrets: [{name: A, ref: \"file:///a\"}]\n", "1:1: output.dir: ", "required"},
+		{"output.dir with a line break", "output: {dir: \"/run/a\\nb\"}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:15: output.dir: ", `contains a control character`},
 		{"relative output.dir", "output: {dir: run/secrets}\nsecrets: [{name: A, ref: \"file:///a\"}]\n", "1:15: output.dir: ", "want an absolute path"},
 		{"missing secrets", "output: {dir: /a}\n", "1:1: secrets: ", "required"},
 		{"empty secrets", "output: {dir: /a}\nsecrets: []\n", "2:10: secrets: ", "want at least one secret"},

@@ -128,6 +128,11 @@ func (d *decoder) breaker(m *mapping, b *Breaker) {
 func (d *decoder) output(m *mapping, o *Output, given bool) {
 	if v := m.absPath("dir", &o.Dir); v != nil {
 		o.Dir = filepath.Clean(o.Dir)
+		if strings.ContainsFunc(o.Dir, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			// As in file names: env prints every path, and a line break
+			// would end a comment line or a quoted value there.
+			d.errorf(v, "output.dir", "contains a control character (below 0x20, or 0x7f), which would break env's output; want a plain path, got %q", o.Dir)
+		}
 	} else if !m.present("dir") && (m.n != nil || !given) {
 		n := m.n
 		if n == nil {
