@@ -307,6 +307,21 @@ func TestInjectChoices(t *testing.T) {
 			t.Errorf("SECRET_KEY_FILE set %d times", n)
 		}
 	})
+	t.Run("dollar in a file name", func(t *testing.T) {
+		// The kubelet expands $(VAR) in an env value and reads $$ as $:
+		// the path must reach the app as written.
+		cfg := strings.Replace(vaultConfig, "  - name: SECRET_KEY\n", "  - name: SECRET_KEY\n    file: \"key$(HOME)$$x\"\n", 1)
+		in, _ := newTestInjector(t, fakeConfigMaps{"apps/phase-sidecar": {ConfigKey: cfg}}, "", false)
+		pod := podYAML(t, backendPod)
+		res, err := in.Mutate(context.Background(), "apps", pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := apply(t, pod, res.Patch)
+		if v, _ := envValue(container(t, got.Spec.Containers, "backend"), "SECRET_KEY_FILE"); v != "/run/secrets/key$$(HOME)$$$$x" {
+			t.Errorf("SECRET_KEY_FILE=%q, want the path with each $ doubled", v)
+		}
+	})
 	t.Run("variable set elsewhere warns", func(t *testing.T) {
 		in, _ := newTestInjector(t, cms, "", false)
 		pod := podYAML(t, backendPod)
