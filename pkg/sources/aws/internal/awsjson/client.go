@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"github.com/phase-sidecar/phase-sidecar/pkg/secret"
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources/awsregion"
 )
 
@@ -175,7 +177,13 @@ func (c *Client) attempt(ctx context.Context, op string, body []byte, hash strin
 func (c *Client) request(ctx context.Context, op string, body []byte, hash string) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("endpoint %q: %w", c.url, err)
+		// A configured endpoint (AWS_ENDPOINT_URL*) may carry a credential;
+		// url.Parse's error quotes the URL whole, so only its reason is kept.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("endpoint %q: %w", secret.RedactURL(c.url), err)
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("X-Amz-Target", c.svc.Target+"."+op)

@@ -357,3 +357,23 @@ func TestUnquote(t *testing.T) {
 		t.Errorf("error %v", err)
 	}
 }
+
+// TestEndpointErrorRedacted: a configured endpoint that does not parse is
+// named in the error without its userinfo or query values, which may be
+// credentials (the error is logged and shown in /v1/status at every fetch).
+func TestEndpointErrorRedacted(t *testing.T) {
+	t.Parallel()
+	for _, endpoint := range []string{
+		"https://proxyuser:s3cr3t-canary@proxy.example:bad/",
+		"https://proxy.example:bad/?token=s3cr3t-canary",
+	} {
+		c := NewSSM(Config{Endpoint: endpoint, Region: "eu-west-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")})
+		_, err := c.GetParameter(context.Background(), &GetParameterInput{Name: "/x"})
+		if err == nil {
+			t.Fatalf("%s: no error", endpoint)
+		}
+		if msg := err.Error(); strings.Contains(msg, "s3cr3t-canary") || !strings.Contains(msg, "proxy.example:bad") || !strings.Contains(msg, "invalid port") {
+			t.Errorf("%s: %v, want the endpoint named and why, without the credential", endpoint, err)
+		}
+	}
+}
