@@ -74,6 +74,9 @@ type Options struct {
 	Outage   time.Duration
 	Recovery time.Duration // the window after the outage that is measured
 	Fault    Fault         // the proxy's answer during the outage
+	// Quota is, for the Quota fault, the share of the healthy mean the
+	// proxy forwards (default 0.5).
+	Quota float64
 	// RetryAfter is the Retry-After of RateLimited answers (default 5s).
 	RetryAfter time.Duration
 	// ReadyWithin bounds start → every pod holds every value (default
@@ -85,6 +88,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.RetryAfter == 0 {
 		o.RetryAfter = 5 * time.Second
+	}
+	if o.Quota == 0 {
+		o.Quota = 0.5
 	}
 	if o.ReadyWithin == 0 {
 		o.ReadyWithin = 2 * time.Minute
@@ -104,6 +110,7 @@ type Result struct {
 	Rotate  time.Duration // how long writing the new values took
 	Lost    []string      // per pod, the first file lost or changed during the outage
 	Exited  []string      // pods whose process ended
+	Passed  int64         // under the Quota fault, the requests it forwarded
 	// Fresh is per pod: outage end → all its files hold the new values;
 	// -1 when that did not happen within FreshWithin.
 	Fresh []time.Duration
@@ -155,10 +162,23 @@ func Run(t testing.TB, b Backend, c Client, o Options) *Result {
 
 	// Healthy, then the outage: the values change behind it.
 	sleepUntil(at(o.Healthy))
+	if o.Fault == Quota {
+		// A share of what the fleet asked for while healthy.
+		c, h := secs(o.Refresh), secs(o.Healthy)
+		proxy.SetQuota(o.Quota * counts.Series(h).Mean(min(c, h), h))
+	}
 	proxy.SetFault(o.Fault)
 	outageEnd := at(o.Healthy + o.Outage)
 	lost := make(chan []string)
-	go func() { lost <- watchKept(pods, o.Paths, outageEnd) }()
+	go func() {
+		if o.Fault == Quota {
+			// Some requests pass: new values may arrive during it.
+			sleepUntil(outageEnd)
+			lost <- nil
+			return
+		}
+		lost <- watchKept(pods, o.Paths, outageEnd)
+	}()
 	t0 := time.Now()
 	b.Put(t, o.N, o.Paths, 1)
 	res.Rotate = time.Since(t0)
@@ -168,6 +188,7 @@ func Run(t testing.TB, b Backend, c Client, o Options) *Result {
 	res.Lost = <-lost
 	sleepUntil(outageEnd)
 	proxy.SetFault(None)
+	res.Passed = proxy.Passed()
 
 	// Recovery: every pod picks up the new values.
 	res.Fresh = waitAll(pods, o.Paths, 1, outageEnd, outageEnd.Add(o.FreshWithin))

@@ -23,10 +23,11 @@ import (
 //	PHASE_FLEET_OUTAGE          outage length (20s; bench 40s)
 //	PHASE_FLEET_RECOVERY        measured window after it (20s; bench 40s)
 //	PHASE_FLEET_RETRY_AFTER     Retry-After of 429 answers (5s)
+//	PHASE_FLEET_QUOTA           share of the healthy mean forwarded under PHASE_FLEET_FAULT=quota (0.5)
 //	PHASE_FLEET_FRESH_WITHIN    outage end → every pod fresh (5m10s: the breaker cap + one refresh, issue 11's bound; it returns as soon as every pod is fresh)
 //	PHASE_FLEET_SIDECAR         a phase-sidecar binary to run instead of building this tree's (to compare commits)
 //	PHASE_FLEET_OUT             a directory for the per-second CSVs and the table
-//	PHASE_FLEET_BENCH=1         run TestFleetBench; PHASE_FLEET_BACKENDS (vault,aws-sm,aws-ssm,aws; aws is half sm, half ssm per pod), PHASE_FLEET_FAULT (503)
+//	PHASE_FLEET_BENCH=1         run TestFleetBench; PHASE_FLEET_BACKENDS (vault,aws-sm,aws-ssm,aws; aws is half sm, half ssm per pod), PHASE_FLEET_FAULT (503; 429, throttle, drop, quota)
 //	PHASE_FLEET_MOTO            moto processes behind the proxy for AWS (1; bench 3), each holding every value
 //	PHASE_FLEET_AGENT=1         run TestFleetVaultAgent
 //	PHASE_FLEET_ASSERT_BREAKER  0 turns TestFleet's outage-load assertion into a log line (default 1)
@@ -100,6 +101,13 @@ func options(t *testing.T, def Options) Options {
 			}
 			*p = d
 		}
+	}
+	if v := os.Getenv("PHASE_FLEET_QUOTA"); v != "" {
+		q, err := strconv.ParseFloat(v, 64)
+		if err != nil || q <= 0 || q >= 1 {
+			t.Fatalf("PHASE_FLEET_QUOTA=%q: want the share of the healthy mean forwarded under the quota fault, between 0 and 1", v)
+		}
+		o.Quota = q
 	}
 	if o.Healthy < o.Refresh+5*time.Second {
 		t.Fatalf("PHASE_FLEET_HEALTHY %s: want at least the refresh interval %s + 5s, so that there is a healthy window", o.Healthy, o.Refresh)
@@ -222,9 +230,10 @@ func assertRelief(t *testing.T, r *Result) {
 }
 
 // TestFleetBench is issue 11's benchmark: PHASE_FLEET_N (200) sidecars
-// against each of PHASE_FLEET_BACKENDS (vault,aws-sm,aws-ssm,aws) with the outage
-// PHASE_FLEET_FAULT (503). It prints the figures as a markdown table and
-// asserts nothing about load; test/bench/fleet.sh runs it.
+// against each of PHASE_FLEET_BACKENDS (vault,aws-sm,aws-ssm,aws) with the
+// outage PHASE_FLEET_FAULT (503; 429, throttle, drop, quota). It prints the
+// figures as a markdown table and asserts nothing about load;
+// test/bench/fleet.sh runs it.
 func TestFleetBench(t *testing.T) {
 	if os.Getenv("PHASE_FLEET_BENCH") != "1" {
 		t.Skip("set PHASE_FLEET_BENCH=1 (test/bench/fleet.sh)")

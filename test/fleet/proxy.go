@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Fault is how the proxy answers instead of forwarding.
@@ -22,9 +24,14 @@ const (
 	RateLimited              // HTTP 429 with Retry-After, as a Vault rate-limit quota answers
 	Throttled                // HTTP 400 ThrottlingException, as AWS throttles
 	Drop                     // close the connection with a reset, no answer
+	// Quota forwards up to the rate SetQuota set and throttles the rest
+	// (AWS: 400 ThrottlingException; Vault: 429 without Retry-After), as a
+	// fleet past its account's or server's quota sees: answers and throttles
+	// interleave.
+	Quota
 )
 
-var faultNames = map[Fault]string{None: "none", Unavailable: "503", RateLimited: "429", Throttled: "throttle", Drop: "drop"}
+var faultNames = map[Fault]string{None: "none", Unavailable: "503", RateLimited: "429", Throttled: "throttle", Drop: "drop", Quota: "quota"}
 
 func (f Fault) String() string {
 	if s, ok := faultNames[f]; ok {
@@ -40,7 +47,7 @@ func ParseFault(s string) (Fault, error) {
 			return f, nil
 		}
 	}
-	return None, fmt.Errorf("fleet: unknown fault %q (want 503, 429, throttle, drop or none)", s)
+	return None, fmt.Errorf("fleet: unknown fault %q (want 503, 429, throttle, drop, quota or none)", s)
 }
 
 // Classifier names the class a request is counted in.
@@ -57,6 +64,8 @@ type Proxy struct {
 	counts     *Counts
 	rp         *httputil.ReverseProxy
 	fault      atomic.Int32
+	quota      atomic.Pointer[rate.Limiter]
+	passed     atomic.Int64 // requests forwarded under Quota
 }
 
 // NewProxy starts a proxy to targets (in turn) that counts into c and
@@ -103,6 +112,15 @@ func NewProxy(t testing.TB, targets []string, c *Counts, retryAfter time.Duratio
 // SetFault changes how requests are answered from now on.
 func (p *Proxy) SetFault(f Fault) { p.fault.Store(int32(f)) }
 
+// SetQuota sets the rate (requests per second, a burst of one second's
+// worth) that Quota forwards.
+func (p *Proxy) SetQuota(perSecond float64) {
+	p.quota.Store(rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond+0.5))))
+}
+
+// Passed is how many requests Quota forwarded.
+func (p *Proxy) Passed() int64 { return p.passed.Load() }
+
 // Fault is the current fault.
 func (p *Proxy) Fault() Fault { return Fault(p.fault.Load()) }
 
@@ -132,6 +150,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		awsError(w, http.StatusBadRequest, "ThrottlingException", "Rate exceeded")
 	case Drop:
 		drop(w)
+	case Quota:
+		if l := p.quota.Load(); l != nil && l.Allow() {
+			p.passed.Add(1)
+			p.rp.ServeHTTP(w, r)
+		} else if aws {
+			awsError(w, http.StatusBadRequest, "ThrottlingException", "Rate exceeded")
+		} else {
+			vaultError(w, http.StatusTooManyRequests, fmt.Sprintf("request path %q: rate limit quota exceeded", strings.TrimPrefix(r.URL.Path, "/v1/")))
+		}
 	}
 }
 

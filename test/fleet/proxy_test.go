@@ -125,3 +125,45 @@ func TestProxyTakesTargetsInTurn(t *testing.T) {
 		t.Errorf("answered by %v, want %v", got, want)
 	}
 }
+
+// TestProxyQuota: under Quota the proxy forwards up to its rate and
+// throttles the rest, as AWS (400 ThrottlingException) or Vault (429)
+// would, and counts what it forwarded.
+func TestProxyQuota(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "from backend")
+	}))
+	t.Cleanup(backend.Close)
+	v := &Vault{}
+	counts := NewCounts(v.Classify, v.Classes()...)
+	p := NewProxy(t, []string{backend.URL}, counts, time.Second)
+	counts.Begin(time.Now())
+	p.SetQuota(0.001) // a burst of one, then nothing for 1000 s
+	p.SetFault(Quota)
+	get := func(amz string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, p.URL+"/v1/secret/data/a", nil)
+		if amz != "" {
+			req.Header.Set("X-Amz-Target", amz)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(""); code != 200 || body != "from backend" {
+		t.Fatalf("first request: HTTP %d %s, want it forwarded", code, body)
+	}
+	if code, body := get(""); code != 429 || !strings.Contains(body, "rate limit quota exceeded") {
+		t.Errorf("Vault over the quota: HTTP %d %s, want 429", code, body)
+	}
+	if code, body := get("secretsmanager.GetSecretValue"); code != 400 || !strings.Contains(body, "ThrottlingException") {
+		t.Errorf("AWS over the quota: HTTP %d %s, want 400 ThrottlingException", code, body)
+	}
+	if n := p.Passed(); n != 1 {
+		t.Errorf("Passed() = %d, want 1", n)
+	}
+}

@@ -136,7 +136,16 @@ func Table(results ...*Result) string {
 		}},
 		{"recovery peak / healthy", func(_ *Result, f Figures) string { return ratio(f.RecoveryPeak) }},
 		{"files kept during the outage", func(r *Result, _ Figures) string {
+			if r.Options.Fault == Quota {
+				return "— (some reads pass)"
+			}
 			return fmt.Sprintf("%d of %d pods", r.Options.N-len(r.Lost), r.Options.N)
+		}},
+		{"forwarded during the outage / healthy", func(r *Result, f Figures) string {
+			if r.Options.Fault != Quota || f.Healthy == 0 {
+				return "—"
+			}
+			return ratio(float64(r.Passed) / r.Options.Outage.Seconds() / f.Healthy)
 		}},
 		{"outage end → new values, median / slowest pod", func(r *Result, _ Figures) string { return freshness(r) }},
 	}
@@ -166,6 +175,8 @@ func describe(o Options) string {
 		return "HTTP 400 ThrottlingException"
 	case Drop:
 		return "connections reset"
+	case Quota:
+		return fmt.Sprintf("a quota of %.0f %% of the healthy mean (throttled beyond)", 100*o.Quota)
 	default:
 		return o.Fault.String()
 	}
