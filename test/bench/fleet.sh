@@ -3,7 +3,7 @@
 # processes, 10 paths each, refresh 10s, against a Vault dev server and
 # against moto (Secrets Manager and SSM) through the counting proxy of
 # test/fleet, with a 40 s outage (PHASE_FLEET_FAULT: 503 by default; 429,
-# throttle, drop). Prints the per-second counts and a markdown table; with
+# throttle, drop, quota). Prints the per-second counts and a markdown table; with
 # PHASE_FLEET_AGENT=1 it also runs the Vault Agent comparison (N=20 unless
 # PHASE_FLEET_N is set). Every PHASE_FLEET_* setting is listed in
 # test/fleet/fleet_test.go.
