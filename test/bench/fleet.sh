@@ -11,6 +11,7 @@
 #   test/bench/fleet.sh                       # vault, aws-sm, aws-ssm, aws (half each), N=200
 #   PHASE_FLEET_N=50 PHASE_FLEET_BACKENDS=vault test/bench/fleet.sh
 #   PHASE_FLEET_OUT=/tmp/fleet test/bench/fleet.sh   # CSVs and table.md there
+#   PHASE_FLEET_AGENT=1 PHASE_FLEET_BACKENDS=none test/bench/fleet.sh   # the Vault Agent comparison alone
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -27,7 +27,7 @@ import (
 //	PHASE_FLEET_FRESH_WITHIN    outage end → every pod fresh (5m10s: the breaker cap + one refresh, issue 11's bound; it returns as soon as every pod is fresh)
 //	PHASE_FLEET_SIDECAR         a phase-sidecar binary to run instead of building this tree's (to compare commits)
 //	PHASE_FLEET_OUT             a directory for the per-second CSVs and the table
-//	PHASE_FLEET_BENCH=1         run TestFleetBench; PHASE_FLEET_BACKENDS (vault,aws-sm,aws-ssm,aws; aws is half sm, half ssm per pod), PHASE_FLEET_FAULT (503; 429, throttle, drop, quota)
+//	PHASE_FLEET_BENCH=1         run TestFleetBench; PHASE_FLEET_BACKENDS (vault,aws-sm,aws-ssm,aws; aws is half sm, half ssm per pod; none skips it), PHASE_FLEET_FAULT (503; 429, throttle, drop, quota)
 //	PHASE_FLEET_MOTO            moto processes behind the proxy for AWS (1; bench 3), each holding every value
 //	PHASE_FLEET_AGENT=1         run TestFleetVaultAgent
 //	PHASE_FLEET_ASSERT_BREAKER  0 turns TestFleet's outage-load assertion into a log line (default 1)
@@ -238,6 +238,10 @@ func TestFleetBench(t *testing.T) {
 	if os.Getenv("PHASE_FLEET_BENCH") != "1" {
 		t.Skip("set PHASE_FLEET_BENCH=1 (test/bench/fleet.sh)")
 	}
+	backends := envOr("PHASE_FLEET_BACKENDS", "vault,aws-sm,aws-ssm,aws")
+	if backends == "none" {
+		t.Skip("PHASE_FLEET_BACKENDS=none (with PHASE_FLEET_AGENT=1: the Vault Agent comparison alone)")
+	}
 	bin := sidecarBin(t)
 	o := options(t, benchOptions)
 	fault, err := ParseFault(envOr("PHASE_FLEET_FAULT", "503"))
@@ -246,7 +250,7 @@ func TestFleetBench(t *testing.T) {
 	}
 	o.Fault = fault
 	var results []*Result
-	for _, name := range strings.Split(envOr("PHASE_FLEET_BACKENDS", "vault,aws-sm,aws-ssm,aws"), ",") {
+	for _, name := range strings.Split(backends, ",") {
 		t.Run(name, func(t *testing.T) {
 			res := Run(t, newBackend(t, name), Sidecar{Bin: bin}, o)
 			res.Check(t)
