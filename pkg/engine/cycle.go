@@ -210,9 +210,9 @@ func (e *Engine) publish(j *job, c *cycle) {
 				// it starts.
 				c.changed = append(c.changed, r.s.cfg.Name)
 				e.mu.Lock()
-				first := !r.s.written && !e.ready && !r.existed
+				initial := e.initialLocked(r.s, r.existed)
 				e.mu.Unlock()
-				c.initial = c.initial && first
+				c.initial = c.initial && initial
 			}
 			continue
 		}

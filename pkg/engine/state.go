@@ -128,6 +128,13 @@ func (e *Engine) setError(s *state, err error) {
 	}
 }
 
+// initialLocked reports whether a write of s now is an initial change (see
+// synced): its first, before ready, to a target that did not exist. e.mu
+// is held.
+func (e *Engine) initialLocked(s *state, existed bool) bool {
+	return !s.written && !e.ready && !existed
+}
+
 // synced records a successful sync and reports whether the target changed.
 //
 // A change is initial, and needs no reload, only when it is this process's
@@ -135,7 +142,7 @@ func (e *Engine) setError(s *state, err error) {
 // that did not exist: the app cannot have read anything yet.
 func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Time, existed bool) bool {
 	e.mu.Lock()
-	first := !s.written
+	first, initial := !s.written, e.initialLocked(s, existed)
 	if first && s.cfg.Required && !s.cfg.InputOnly {
 		e.unwritten--
 	}
@@ -152,7 +159,7 @@ func (e *Engine) synced(s *state, obj sources.Object, changed bool, now time.Tim
 	s.removed = false
 	if changed {
 		s.lastChange = now
-		s.firstChange = first && !e.ready && !existed
+		s.firstChange = initial
 	}
 	e.mu.Unlock()
 	if exported {
