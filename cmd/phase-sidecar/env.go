@@ -14,9 +14,11 @@ var envFormats = map[string]struct {
 	header, comment string
 	line            func(name, path string) string
 }{
-	"shell":   {"", "# ", func(n, p string) string { return n + "=" + shellQuote(p) }},
-	"k8s":     {"env:", "  # ", func(n, p string) string { return "  - name: " + n + "\n    value: " + yamlQuote(dollars(p)) }},
-	"compose": {"environment:", "  # ", func(n, p string) string { return "  " + n + ": " + yamlQuote(dollars(p)) }},
+	"shell": {"", "# ", func(n, p string) string { return n + "=" + shellQuote(p) }},
+	"k8s": {"env:", "  # ", func(n, p string) string {
+		return "  - name: " + n + "\n    value: " + yamlQuote(config.EscapeDollars(p))
+	}},
+	"compose": {"environment:", "  # ", func(n, p string) string { return "  " + n + ": " + yamlQuote(config.EscapeDollars(p)) }},
 }
 
 func cmdEnv(args []string, stdout, stderr io.Writer) error {
@@ -60,7 +62,3 @@ func shellQuote(s string) string {
 func yamlQuote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
-
-// dollars escapes $ as $$: Kubernetes expands $(VAR) in an env value and
-// Compose $VAR and ${VAR} in any value, and both read $$ as a literal $.
-func dollars(s string) string { return strings.ReplaceAll(s, "$", "$$") }

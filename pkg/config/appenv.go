@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/phase-sidecar/phase-sidecar/pkg/sources"
 )
@@ -16,6 +17,11 @@ type EnvVar struct {
 	Name, Path string
 	Note       string
 }
+
+// EscapeDollars writes each $ of s as $$: Kubernetes expands $(VAR) in a
+// container's env value and Compose $VAR and ${VAR} in any value; both read
+// $$ as one literal $, so a path reaches the app as written.
+func EscapeDollars(s string) string { return strings.ReplaceAll(s, "$", "$$") }
 
 // AppEnv is the environment the secrets give the app, as `env` prints it:
 // one NAME_FILE variable per written file, and a note in place of a secret

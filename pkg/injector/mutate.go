@@ -209,8 +209,7 @@ func (m *mutation) wire(t target) error {
 		}
 		i := slices.IndexFunc(t.c.Env, func(e corev1.EnvVar) bool { return e.Name == name })
 		if i < 0 {
-			// The kubelet expands $(VAR) in a value and reads $$ as $.
-			env = append(env, corev1.EnvVar{Name: name, Value: strings.ReplaceAll(file, "$", "$$")})
+			env = append(env, corev1.EnvVar{Name: name, Value: config.EscapeDollars(file)})
 			continue
 		}
 		if err := m.checkOwnEnv(t.c, t.c.Env[i], file); err != nil {
