@@ -229,11 +229,13 @@ func (m *mutation) wire(t target) error {
 // leave the app on its silent fallback: refused. One that points elsewhere
 // is the creator's choice: a warning.
 func (m *mutation) checkOwnEnv(c *corev1.Container, e corev1.EnvVar, file string) error {
+	// The path the app gets: the kubelet reads $$ as $ (config.EscapeDollars).
+	v := strings.ReplaceAll(e.Value, "$$", "$")
 	switch {
 	case e.ValueFrom != nil || strings.Contains(e.Value, "$("):
-	case within(m.outDir, e.Value) && !m.writes(path.Clean(e.Value)):
-		return refuse(ReasonConflict, "container %q sets %s=%s, but the config of ConfigMap %s writes that secret to %s and nothing to %s; fix the variable or the secret's file", c.Name, e.Name, e.Value, m.cmName, file, e.Value)
-	case !within(m.outDir, e.Value):
+	case within(m.outDir, v) && !m.writes(path.Clean(v)):
+		return refuse(ReasonConflict, "container %q sets %s=%s, but the config of ConfigMap %s writes that secret to %s and nothing to %s; fix the variable or the secret's file", c.Name, e.Name, e.Value, m.cmName, file, v)
+	case !within(m.outDir, v):
 		m.warn("container %q sets %s=%s itself, outside the sidecar's %s: it will not read the sidecar's %s", c.Name, e.Name, e.Value, m.outDir, file)
 	}
 	return nil

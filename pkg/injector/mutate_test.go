@@ -322,6 +322,21 @@ func TestInjectChoices(t *testing.T) {
 			t.Errorf("SECRET_KEY_FILE=%q, want the path with each $ doubled", v)
 		}
 	})
+	t.Run("own variable with an escaped dollar", func(t *testing.T) {
+		// $$ is the kubelet's escape for $: the container's own value names
+		// the file the sidecar writes, and is accepted as it is.
+		cfg := strings.Replace(vaultConfig, "  - name: SECRET_KEY\n", "  - name: SECRET_KEY\n    file: \"key$x\"\n", 1)
+		in, _ := newTestInjector(t, fakeConfigMaps{"apps/phase-sidecar": {ConfigKey: cfg}}, "", false)
+		pod := podYAML(t, backendPod)
+		pod.Spec.Containers[0].Env = append(pod.Spec.Containers[0].Env, corev1.EnvVar{Name: "SECRET_KEY_FILE", Value: "/run/secrets/key$$x"})
+		res, err := in.Mutate(context.Background(), "apps", pod)
+		if err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+		if v, n := envValue(container(t, apply(t, pod, res.Patch).Spec.Containers, "backend"), "SECRET_KEY_FILE"); n != 1 || v != "/run/secrets/key$$x" {
+			t.Errorf("SECRET_KEY_FILE=%q (%d times), want the container's own value once", v, n)
+		}
+	})
 	t.Run("variable set elsewhere warns", func(t *testing.T) {
 		in, _ := newTestInjector(t, cms, "", false)
 		pod := podYAML(t, backendPod)
